@@ -1,0 +1,413 @@
+"""The autograd core: ``Tensor``, ``Function`` and the backward pass (one page of chain rule).
+
+A ``Function`` computes ``forward(*arrays) -> array(s)`` and ``backward(*grads) -> grads``, the
+vector-Jacobian product, side by side. Calling a Function on Tensors records the graph:
+
+    x ──▶ [Function] ──▶ y        y.creator = Function; Function.inputs = (x, ...)
+                                   Function.outputs = (weakref(y), ...)
+
+``Tensor.backward()`` walks that graph from the output back to the leaves. Functions are visited in
+decreasing *generation* (a Function's generation is one more than its deepest input's creator), held
+in a heap, so each Function runs once, after every consumer of its outputs has sent its gradient, and
+no recursion is involved (a 100,000-op chain is fine).
+
+Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
+Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array
+methods that Tensors share with ndarrays (``*``, ``@``, ``.sum``, ``.reshape``, ``.transpose`` ...)
+plus the helpers below (``sum_to``, ``broadcast_to``). Broadcasting is undone once, here in the
+engine: a gradient whose shape differs from its input's is summed back to that shape by ``sum_to``.
+"""
+import contextlib
+import gc
+from heapq import heappop, heappush
+import threading
+import weakref
+
+import numpy as np
+
+from . import backend
+
+_mode = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_mode, "enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled):
+    old = is_grad_enabled()
+    _mode.enabled = enabled
+    try:
+        yield
+    finally:
+        _mode.enabled = old
+
+
+def no_grad():
+    """Context manager (thread-local): ops inside record no graph. ``with tinyattn.no_grad(): ...``"""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Context manager: turn graph recording back on (inside ``no_grad``)."""
+    return _grad_mode(True)
+
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _is_float(dtype):
+    return dtype in _FLOATS
+
+
+class Tensor:
+    """An array (NumPy or CuPy) that remembers how it was computed.
+
+    Attributes: ``data`` (the array), ``grad`` (a Tensor or None), ``requires_grad``,
+    ``creator`` (the Function that produced it, None for a leaf), ``generation`` (graph depth).
+    """
+    __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
+                 "__weakref__")
+    __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False, name=None):
+        if type(data) is not np.ndarray:
+            if isinstance(data, Tensor):
+                data = data.data
+            elif isinstance(data, np.generic):
+                data = np.asarray(data)           # NumPy scalars -> 0-d arrays
+            elif not hasattr(data, "dtype"):      # Python numbers and lists
+                data = np.asarray(data)
+                if data.dtype == np.float64:      # Python floats default to float32, like PyTorch
+                    data = data.astype(np.float32)
+        self.data = data
+        self.grad = None
+        self.creator = None
+        self.generation = 0
+        self._retain = False
+        self.name = name
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def requires_grad_(self, flag=True):
+        if flag and not _is_float(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require grad (got dtype {self.data.dtype}); "
+                            f"create it with dtype=np.float32 or .astype('float32')")
+        self.requires_grad = bool(flag)
+        return self
+
+    # -- plain properties -------------------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = str(backend.as_numpy(self.data)).replace("\n", "\n       ")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='gpu'" if self.device == "gpu" else ""
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    def numpy(self):
+        """A NumPy copy of the data (from the GPU too)."""
+        return backend.as_numpy(self.data).copy()
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """The same data, cut from the graph (a leaf that does not require grad)."""
+        return Tensor(self.data)
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        self._retain = True
+        return self
+
+    def to(self, device):
+        """Move to ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy). Moving a leaf gives a leaf."""
+        if device == self.device:
+            return self
+        t = Tensor(backend.to_device(self.data, device), requires_grad=self.requires_grad)
+        if self.grad is not None:
+            t.grad = Tensor(backend.to_device(self.grad.data, device))
+        return t
+
+
+    def zero_grad(self):
+        self.grad = None
+
+    def backward(self, grad=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) · grad into every leaf's ``.grad`` that requires grad."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no input requires grad, "
+                               "or it was computed under no_grad())")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: output has shape {self.shape}, not a scalar; pass "
+                                   f"grad= (an array of that shape) or reduce it first, e.g. y.sum()")
+            grad = backend.get_array_module(self.data).ones_like(self.data)
+        run_backward([self], [grad], retain_graph=retain_graph, create_graph=create_graph)
+
+
+def as_array(x, like):
+    """Turn a scalar/list/array into an array on ``like``'s device with ``like``'s float dtype.
+
+    Python scalars never upcast: ``float32_tensor * 2.0`` stays float32.
+    """
+    xp = backend.get_array_module(like)
+    if isinstance(x, (int, float, bool)):
+        dtype = like.dtype if _is_float(like.dtype) else None
+        return xp.asarray(x, dtype=dtype)
+    a = x if hasattr(x, "dtype") and hasattr(x, "shape") else xp.asarray(x)
+    if _is_float(like.dtype) and not _is_float(a.dtype):
+        a = a.astype(like.dtype)
+    return a
+
+
+def as_tensor(x, like=None):
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(as_array(x, like) if like is not None else x)
+
+
+class Function:
+    """One differentiable operation. Subclasses define ``forward(*arrays)`` and ``backward(*grads)``.
+
+    In ``backward``, ``self.inputs`` gives the inputs and ``self.output_values`` the outputs — plain
+    arrays on the fast path, Tensors when building a differentiable gradient (``create_graph``).
+    ``backward`` returns one gradient per input (or None where there is none), each either of the
+    input's shape or broadcastable to it (the engine sums broadcast axes back).
+    """
+    _inputs, outputs, generation, _as_tensors = None, (), 0, False
+
+    def __call__(self, *inputs):
+        like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+        xs = [x if isinstance(x, Tensor) else as_tensor(x, like) for x in inputs]
+        if len(xs) > 1:
+            _check_mix(self, xs)
+        ys = self.forward(*[x.data for x in xs])
+        single = not isinstance(ys, tuple)
+        outs = [Tensor(y) for y in ((ys,) if single else ys)]
+        if is_grad_enabled() and any(x.requires_grad for x in xs):
+            self.generation = max(x.generation for x in xs)
+            self._inputs = xs
+            self._as_tensors = False
+            for o in outs:
+                if _is_float(o.data.dtype):
+                    o.requires_grad = True
+                    o.creator = self
+                    o.generation = self.generation + 1
+            self.outputs = [weakref.ref(o) for o in outs]
+        return outs[0] if single else tuple(outs)
+
+    @property
+    def inputs(self):
+        """The inputs: arrays on the fast path, Tensors under create_graph."""
+        return self._inputs if self._as_tensors else [x.data for x in self._inputs]
+
+    @property
+    def output_values(self):
+        outs = [r() for r in self.outputs]
+        if self._as_tensors:
+            return outs
+        return [None if o is None else o.data for o in outs]
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+
+def _check_mix(fn, xs):
+    """One-line errors for float dtype mixes and CPU/GPU mixes among an op's inputs."""
+    dts = {x.data.dtype for x in xs if _is_float(x.data.dtype)}
+    if len(dts) > 1:
+        raise TypeError(f"{type(fn).__name__.lower()}: dtype mix {', '.join(sorted(map(str, dts)))}; "
+                        f"cast one side with .astype(...) so both match")
+    backend.check_same_device(type(fn).__name__.lower(), *[x.data for x in xs])
+
+
+def apply(fn, *args):
+    """Run Function ``fn`` on Tensors (records a graph) or, on plain arrays, just its forward.
+
+    Backward code calls its helpers through ``apply`` so the same line serves both paths.
+    """
+    if any(isinstance(a, Tensor) for a in args):
+        return fn(*args)
+    return fn.forward(*args)
+
+
+class SumTo(Function):
+    """Sum ``x`` down to ``shape`` (undo broadcasting). Backward: broadcast back."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        return _sum_to_array(x, self.shape)
+
+    def backward(self, gy):
+        return broadcast_to(gy, self._inputs[0].shape)
+
+
+class BroadcastTo(Function):
+    """Broadcast ``x`` to ``shape`` (a copy). Backward: ``sum_to`` the input shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        return xp.broadcast_to(x, self.shape).copy()
+
+    def backward(self, gy):
+        return sum_to(gy, self._inputs[0].shape)
+
+
+def _sum_to_array(x, shape):
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1)
+    y = x.sum(axis=axes, keepdims=True) if axes else x
+    return y.reshape(shape) if lead else y
+
+
+def sum_to(x, shape):
+    """Sum broadcast axes of ``x`` so that it has ``shape``. Works on arrays and Tensors."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return apply(SumTo(tuple(shape)), x)
+
+
+def broadcast_to(x, shape):
+    """Broadcast ``x`` to ``shape``: a Tensor op (arrays and Tensors alike)."""
+    if not isinstance(x, Tensor) and tuple(x.shape) == tuple(shape):
+        return x
+    return apply(BroadcastTo(shape), x)
+
+
+def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
+    """The backward pass: from ``roots`` (with gradients ``root_grads``) to the leaves.
+
+    Leaves that require grad get their gradient *added* to ``.grad``. With ``capture`` (a list of
+    tensors), nothing touches ``.grad``: the gradients of those tensors are returned instead.
+    """
+    gc_was_on = gc.isenabled()
+    gc.disable()     # the graph is acyclic and alive: a cyclic-GC pass over it would only cost time
+    try:
+        return _run_backward(roots, root_grads, retain_graph or create_graph, create_graph, capture)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
+    pending = {}   # id(t) -> [t, gradient so far]; holding t keeps it alive until its creator runs
+    heap, seen = [], set()
+
+    def add_grad(t, g):                       # sum every contribution a tensor receives
+        entry = pending.get(id(t))
+        if entry is not None:
+            entry[1] = entry[1] + g
+            return
+        pending[id(t)] = [t, g]
+        f = t.creator
+        if f is not None and id(f) not in seen:
+            seen.add(id(f))
+            heappush(heap, (-f.generation, id(f), f))
+
+    with _grad_mode(create_graph):
+        for r, g in zip(roots, root_grads):
+            g = g.data if isinstance(g, Tensor) else g
+            if g.shape != r.data.shape:
+                raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the output has {r.shape}")
+            add_grad(r, Tensor(g) if create_graph else g)
+        keep = {}                             # non-leaf tensors whose gradient is kept or returned
+        wanted = {id(t) for t in capture} if capture is not None else set()
+        while heap:                           # deepest generation first: all consumers are done
+            f = heappop(heap)[2]
+            if f._inputs is None:
+                raise RuntimeError("backward through a graph a second time, but its buffers were freed; "
+                                   "pass retain_graph=True to the first backward() to keep them")
+            gys, got = [], False
+            for ref in f.outputs:
+                o = ref()
+                entry = None if o is None else pending.pop(id(o), None)
+                if entry is None:
+                    gys.append(None)
+                    continue
+                if o._retain or id(o) in wanted:
+                    keep[id(o)] = entry
+                gys.append(entry[1])
+                got = True
+            if not got:
+                continue
+            f._as_tensors = create_graph
+            gxs = f.backward(*gys)
+            f._as_tensors = False
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx in zip(f._inputs, gxs):       # add_grad, inlined: this loop is the hot path
+                if gx is None or not x.requires_grad:
+                    continue
+                if gx.shape != x.data.shape:
+                    gx = sum_to(gx, x.data.shape)
+                entry = pending.get(id(x))
+                if entry is not None:
+                    entry[1] = entry[1] + gx
+                    continue
+                pending[id(x)] = [x, gx]
+                c = x.creator
+                if c is not None and id(c) not in seen:
+                    seen.add(id(c))
+                    heappush(heap, (-c.generation, id(c), c))
+            if not retain_graph:
+                f._inputs = None
+    keep.update(pending)                      # what is left in pending are the leaves
+    if capture is not None:
+        return [keep.get(id(t), (None, None))[1] for t in capture]
+    for t, g in keep.values():
+        if t.creator is not None or create_graph:
+            g = g if isinstance(g, Tensor) else Tensor(g)
+            t.grad = g if t.grad is None or t.creator is not None else t.grad + g
+        else:
+            t.grad = Tensor(g if t.grad is None else t.grad.data + g)
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None, allow_unused=True):
+    """Gradients of ``outputs`` w.r.t. ``inputs`` (a list of Tensors), without touching ``.grad``.
+
+    ``grad_outputs``: one array/Tensor per output (default ones for scalar outputs). Returns a list
+    with one Tensor per input (None where the input does not influence the outputs).
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):
+        grad_outputs = [grad_outputs]
+    gos = []
+    for o, g in zip(outputs, grad_outputs):
+        if not o.requires_grad:
+            raise RuntimeError("grad: an output does not require grad")
+        if g is None:
+            if o.data.size != 1:
+                raise RuntimeError(f"grad: output of shape {o.shape} is not a scalar; pass grad_outputs")
+            g = backend.get_array_module(o.data).ones_like(o.data)
+        gos.append(g)
+    retain = create_graph if retain_graph is None else retain_graph
+    res = run_backward(outputs, gos, retain_graph=retain, create_graph=create_graph, capture=inputs)
+    res = [None if g is None else (g if isinstance(g, Tensor) else Tensor(g)) for g in res]
+    if not allow_unused and any(g is None for g in res):
+        raise RuntimeError("grad: one of the inputs was not used to compute the outputs")
+    return res[0] if single else res

@@ -1,0 +1,186 @@
+"""Arithmetic: add, sub, mul, div, neg, pow, matmul.
+
+Broadcasting is allowed everywhere; each backward returns the gradient at the *broadcast* shape
+and the engine (``autograd.sum_to``) sums it back to each input's shape, once, for every op.
+"""
+from ..autograd import Function, Tensor, apply
+from .. import backend
+
+
+class Add(Function):
+    """y = a + b.   dy/da = 1, dy/db = 1."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(Function):
+    """y = a - b.   dy/da = 1, dy/db = -1."""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, -gy
+
+
+class Mul(Function):
+    """y = a ⊙ b.   ga = gy ⊙ b, gb = gy ⊙ a."""
+
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return gy * b, gy * a
+
+
+class Div(Function):
+    """y = a / b.   ga = gy / b, gb = -gy ⊙ a / b²."""
+
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gy / b
+        return ga, -ga * a / b
+
+
+class Neg(Function):
+    """y = -x.   gx = -gy."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class PowScalar(Function):
+    """y = x ** c for a constant c.   gx = gy ⊙ c x^(c-1)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x ** self.c
+
+    def backward(self, gy):
+        x, = self.inputs
+        return gy * (x ** (self.c - 1)) * self.c
+
+
+class Pow(Function):
+    """y = a ** b (tensor exponent).   ga = gy ⊙ b a^(b-1),  gb = gy ⊙ y ⊙ log a."""
+
+    def forward(self, a, b):
+        return a ** b
+
+    def backward(self, gy):
+        from .elementwise import Log
+        a, b = self.inputs
+        y, = self.output_values
+        ga = gy * b * a ** (b - 1) if self._inputs[0].requires_grad else None
+        gb = gy * y * apply(Log(), a) if self._inputs[1].requires_grad else None
+        return ga, gb
+
+
+class MatMul(Function):
+    """y = a @ b with NumPy's rules: (..., m, k) @ (..., k, n) -> (..., m, n), batch dims broadcast;
+    a 1-D ``a`` is a row (k,) and a 1-D ``b`` a column (k,), that axis dropped from y.
+
+    ga = gy @ bᵀ,  gb = aᵀ @ gy   (transposes on the last two axes; batch axes summed by the engine).
+    """
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+        ka, kb = a.shape[-1], (b.shape[-2] if b.ndim > 1 else b.shape[0])
+        if ka != kb:
+            raise ValueError(f"matmul: {tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions {ka} and {kb} differ")
+        xp = backend.get_array_module(a, b)
+        return xp.matmul(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        if a.ndim == 1 and b.ndim == 1:        # dot product: y is a scalar
+            return gy * b, gy * a
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        if a.ndim == 1:
+            gy = expand_dims(gy, -2)
+        if b.ndim == 1:
+            gy = expand_dims(gy, -1)
+        ga = gy @ b2.swapaxes(-1, -2)
+        gb = a2.swapaxes(-1, -2) @ gy
+        if a.ndim == 1:
+            ga = ga.squeeze(-2)
+        if b.ndim == 1:
+            gb = gb.squeeze(-1)
+        return ga, gb
+
+
+def expand_dims(x, axis):
+    from .shape import ExpandDims
+    return apply(ExpandDims(axis), x)
+
+
+def add(a, b):
+    return Add()(a, b)
+
+
+def sub(a, b):
+    return Sub()(a, b)
+
+
+def mul(a, b):
+    return Mul()(a, b)
+
+
+def div(a, b):
+    return Div()(a, b)
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def pow(a, b):
+    """a ** b; a Python-number exponent is a constant, a Tensor exponent gets a gradient too."""
+    if isinstance(b, (int, float)):
+        return PowScalar(b)(a)
+    return Pow()(a, b)
+
+
+def matmul(a, b):
+    return MatMul()(a, b)
+
+
+def _rev(cls):
+    return lambda self, other: cls()(other, self)
+
+
+def install(T):
+    """Give Tensor its Python operators (``ndarray op Tensor`` lands in the reflected ones)."""
+    T.__add__ = lambda self, o: Add()(self, o)
+    T.__radd__ = _rev(Add)
+    T.__sub__ = lambda self, o: Sub()(self, o)
+    T.__rsub__ = _rev(Sub)
+    T.__mul__ = lambda self, o: Mul()(self, o)
+    T.__rmul__ = _rev(Mul)
+    T.__truediv__ = lambda self, o: Div()(self, o)
+    T.__rtruediv__ = _rev(Div)
+    T.__neg__ = lambda self: Neg()(self)
+    T.__pos__ = lambda self: self
+    T.__pow__ = lambda self, o: pow(self, o)
+    T.__rpow__ = _rev(Pow)
+    T.__matmul__ = lambda self, o: MatMul()(self, o)
+    T.__rmatmul__ = _rev(MatMul)
+    T.matmul = T.__matmul__
+
+
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "Tensor"]

@@ -1,0 +1,279 @@
+"""Elementwise functions: exp, log, sqrt, abs, tanh, sigmoid, relu, leaky_relu, gelu, erf, softplus,
+clip, maximum, minimum, where, astype. Shapes: y has x's shape (binary ones broadcast).
+
+Masks (relu, clip, abs, maximum ...) are saved as constant arrays in forward: their derivative is
+zero almost everywhere, so ``gy * mask`` is also right under ``create_graph``.
+"""
+import math
+
+import numpy as np
+
+from ..autograd import Function, apply
+from .. import backend
+
+
+class Exp(Function):
+    """y = eˣ.   gx = gy ⊙ y."""
+
+    def forward(self, x):
+        return backend.get_array_module(x).exp(x)
+
+    def backward(self, gy):
+        return gy * self.output_values[0]
+
+
+class Log(Function):
+    """y = ln x.   gx = gy / x."""
+
+    def forward(self, x):
+        return backend.get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.inputs[0]
+
+
+class Sqrt(Function):
+    """y = √x.   gx = gy / (2y)."""
+
+    def forward(self, x):
+        return backend.get_array_module(x).sqrt(x)
+
+    def backward(self, gy):
+        return gy / (self.output_values[0] * 2)
+
+
+class Tanh(Function):
+    """y = tanh x.   gx = gy ⊙ (1 − y²)."""
+
+    def forward(self, x):
+        return backend.get_array_module(x).tanh(x)
+
+    def backward(self, gy):
+        y = self.output_values[0]
+        return gy * (1 - y * y)
+
+
+class Sigmoid(Function):
+    """y = σ(x) = 1 / (1 + e⁻ˣ) (computed as ½ tanh(x/2) + ½, stable for any x).   gx = gy ⊙ y(1 − y)."""
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        y = xp.tanh(x * 0.5)
+        y *= 0.5
+        y += 0.5
+        return y
+
+    def backward(self, gy):
+        y = self.output_values[0]
+        return gy * y * (1 - y)
+
+
+class Masked(Function):
+    """Base for y = f(x) whose derivative is a constant mask m (piecewise-linear f): gx = gy ⊙ m."""
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+class ReLU(Masked):
+    """y = max(x, 0).   m = [x > 0]."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        return x * self.mask
+
+
+class LeakyReLU(Masked):
+    """y = x if x > 0 else αx.   m = 1 or α."""
+
+    def __init__(self, slope):
+        self.slope = slope
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.mask = xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.slope))
+        return x * self.mask
+
+
+class Abs(Masked):
+    """y = |x|.   m = sign(x)."""
+
+    def forward(self, x):
+        self.mask = backend.get_array_module(x).sign(x)
+        return x * self.mask
+
+
+class Clip(Masked):
+    """y = min(max(x, lo), hi).   m = [lo ≤ x ≤ hi]."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        lo = -np.inf if self.lo is None else self.lo
+        hi = np.inf if self.hi is None else self.hi
+        self.mask = (x >= lo) & (x <= hi)
+        return xp.clip(x, lo, hi).astype(x.dtype, copy=False)
+
+
+def _erf_array(x):
+    xp = backend.get_array_module(x)
+    if xp is not np:
+        import cupyx.scipy.special as sp
+        return sp.erf(x)
+    try:
+        from scipy.special import erf
+        return erf(x).astype(x.dtype, copy=False)
+    except ImportError:   # NumPy alone: exact, if slower
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
+class Erf(Function):
+    """y = erf(x) = 2/√π ∫₀ˣ e^(−t²) dt.   gx = gy ⊙ 2/√π e^(−x²)."""
+
+    def forward(self, x):
+        return _erf_array(x)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * apply(Exp(), -(x * x)) * (2 / math.sqrt(math.pi))
+
+
+class GELU(Function):
+    """y = x Φ(x), Φ the standard normal CDF = ½(1 + erf(x/√2)) (exact form, Keras/PyTorch default).
+    gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π)."""
+
+    def forward(self, x):
+        return x * (_erf_array(x * (1 / math.sqrt(2))) + 1) * 0.5
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
+        pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+        return gy * (cdf + x * pdf)
+
+
+class Softplus(Function):
+    """y = ln(1 + eˣ) (as logaddexp(0, x), stable).   gx = gy ⊙ σ(x)."""
+
+    def forward(self, x):
+        return backend.get_array_module(x).logaddexp(x.dtype.type(0), x)
+
+    def backward(self, gy):
+        return gy * apply(Sigmoid(), self.inputs[0])
+
+
+class Where(Function):
+    """y = a where cond else b (cond a constant boolean array, broadcast).   ga = gy⊙cond, gb = gy⊙¬cond."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def forward(self, a, b):
+        return backend.get_array_module(a, b).where(self.cond, a, b)
+
+    def backward(self, gy):
+        return gy * self.cond, gy * ~self.cond
+
+
+class Maximum(Function):
+    """y = max(a, b) elementwise (ties go to a).   ga = gy⊙[a ≥ b], gb = gy⊙[a < b]."""
+
+    def forward(self, a, b):
+        self.cond = a >= b
+        return backend.get_array_module(a, b).where(self.cond, a, b)
+
+    backward = Where.backward
+
+
+class Minimum(Function):
+    """y = min(a, b) elementwise (ties go to a).   ga = gy⊙[a ≤ b], gb = gy⊙[a > b]."""
+
+    def forward(self, a, b):
+        self.cond = a <= b
+        return backend.get_array_module(a, b).where(self.cond, a, b)
+
+    backward = Where.backward
+
+
+class Cast(Function):
+    """y = x as another float dtype.   gx = gy cast back."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.src = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return apply(Cast(self.src), gy)
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def abs(x):
+    return Abs()(x)
+
+
+def tanh(x):
+    return Tanh()(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyReLU(negative_slope)(x)
+
+
+def gelu(x):
+    return GELU()(x)
+
+
+def erf(x):
+    return Erf()(x)
+
+
+def softplus(x):
+    return Softplus()(x)
+
+
+def clip(x, min=None, max=None):
+    return Clip(min, max)(x)
+
+
+def maximum(a, b):
+    return Maximum()(a, b)
+
+
+def minimum(a, b):
+    return Minimum()(a, b)
+
+
+def where(cond, a, b):
+    """Elementwise ``a if cond else b``; ``cond`` is a boolean array or Tensor (no gradient)."""
+    cond = getattr(cond, "data", cond)
+    return Where(cond)(a, b)
+
+
+def astype(x, dtype):
+    if x.dtype == np.dtype(dtype):
+        return x
+    return Cast(dtype)(x)

@@ -1,0 +1,116 @@
+"""Numerical gradient checks (Chainer's ``check_backward`` is the model).
+
+For y = f(x₁, …, xₙ), draw a *random* upstream gradient gy for every output and a random direction
+dᵢ for every checked input. Then the analytic directional derivative
+
+    a = Σ_outputs ⟨gy, J_f dᵢ⟩ = ⟨backward(gy)ᵢ, dᵢ⟩
+
+must equal the central difference  n = Σ ⟨gy, f(xᵢ + ε dᵢ) − f(xᵢ − ε dᵢ)⟩ / 2ε,  in float64.
+A random gy (never all ones) matters: with gy = 1, a softmax whose backward returns zeros passes,
+since softmax rows sum to 1.
+"""
+import numpy as np
+
+from . import backend
+from .autograd import Tensor, grad
+
+
+class GradcheckError(AssertionError):
+    """The analytic and numerical directional derivatives differ."""
+
+
+def _outputs(ys):
+    if isinstance(ys, Tensor):
+        return [ys]
+    return [y for y in ys if y is not None]
+
+
+def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, n_directions=1):
+    """Check ``fn(*inputs)``'s backward against central differences; return True or raise.
+
+    ``inputs``: Tensors (and other arguments, passed through). Every floating Tensor that requires
+    grad is checked — a layer's parameters can be listed too (they are perturbed in place, so ``fn``
+    may use them through a closure). Tensors are switched to float64 for the check and restored.
+    """
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input requires grad")
+    saved = [x.data for x in checked]
+    rng = np.random.default_rng(seed)
+    try:
+        for x in checked:
+            x.data = x.data.astype(np.float64)
+        ys = _outputs(fn(*inputs))
+        xp = backend.get_array_module(ys[0].data)
+        if grad_outputs is None:
+            gys = [xp.asarray(rng.standard_normal(y.shape)) for y in ys]
+        else:
+            gys = [g.data if isinstance(g, Tensor) else xp.asarray(g, dtype=np.float64)
+                   for g in (grad_outputs if isinstance(grad_outputs, (list, tuple)) else [grad_outputs])]
+        for y in ys:
+            if y.dtype != np.float64:
+                raise GradcheckError(f"gradcheck: an output is {y.dtype}, not float64: some op or "
+                                     f"parameter in fn is not float64 (cast parameters before checking)")
+        diff_ys = [(y, g) for y, g in zip(ys, gys) if y.requires_grad]
+        analytic = grad([y for y, _ in diff_ys], checked, [g for _, g in diff_ys], allow_unused=True)
+
+        def project():
+            with_no_grad = __import__("tinyattn.autograd", fromlist=["no_grad"]).no_grad
+            with with_no_grad():
+                outs = _outputs(fn(*inputs))
+            return sum(float((o.data * g).sum()) for o, g in zip(outs, gys))
+
+        for i, x in enumerate(checked):
+            for _ in range(n_directions):
+                d = xp.asarray(rng.standard_normal(x.shape))
+                x0 = x.data
+                ga = analytic[i]
+                a = 0.0 if ga is None else float((ga.data * d).sum())
+                x.data = x0 + eps * d
+                fp = project()
+                x.data = x0 - eps * d
+                fm = project()
+                x.data = x0
+                n = (fp - fm) / (2 * eps)
+                if not abs(a - n) <= atol + rtol * abs(n):
+                    shapes = [tuple(t.shape) for t in checked]
+                    raise GradcheckError(
+                        f"gradcheck failed for input {i} (shape {tuple(x.shape)}) of {len(checked)} "
+                        f"checked inputs with shapes {shapes}:\n  analytic directional derivative "
+                        f"{a:.10g}\n  numerical (central difference) {n:.10g}\n  |difference| "
+                        f"{abs(a - n):.3g} > atol {atol} + rtol {rtol} * |numerical|")
+    finally:
+        for x, s in zip(checked, saved):
+            x.data = s
+    return True
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
+    """Check double backward: gradcheck of  (x, gy) -> grad(fn(x), x, gy, create_graph=True)."""
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    saved = [x.data for x in checked]
+    try:
+        for x in checked:
+            x.data = x.data.astype(np.float64)
+        ys = _outputs(fn(*inputs))
+    finally:
+        for x, s in zip(checked, saved):
+            x.data = s
+    rng = np.random.default_rng(seed + 1)
+    xp = backend.get_array_module(ys[0].data)
+    if grad_outputs is None:
+        gys = [Tensor(xp.asarray(rng.standard_normal(y.shape)), requires_grad=True) for y in ys]
+    else:
+        gys = [Tensor(getattr(g, "data", g), requires_grad=True) for g in grad_outputs]
+    n = len(inputs)
+
+    def first_grads(*args):
+        xs, gs = args[:n], args[n:]
+        outs = _outputs(fn(*xs))
+        cx = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+        gx = grad(outs, cx, list(gs), create_graph=True, allow_unused=True)
+        return [g for g in gx if g is not None and g.requires_grad]
+
+    return gradcheck(first_grads, inputs + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 2)
