@@ -327,10 +327,12 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
 
     with _grad_mode(create_graph):
         for r, g in zip(roots, root_grads):
-            g = g.data if isinstance(g, Tensor) else g
             if g.shape != r.data.shape:
                 raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the output has {r.shape}")
-            add_grad(r, Tensor(g) if create_graph else g)
+            if create_graph:            # keep a Tensor gradient as it is: it may be differentiated too
+                add_grad(r, g if isinstance(g, Tensor) else Tensor(g))
+            else:
+                add_grad(r, g.data if isinstance(g, Tensor) else g)
         keep = {}                             # non-leaf tensors whose gradient is kept or returned
         wanted = {id(t) for t in capture} if capture is not None else set()
         while heap:                           # deepest generation first: all consumers are done

@@ -55,10 +55,8 @@ def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, see
         diff_ys = [(y, g) for y, g in zip(ys, gys) if y.requires_grad]
         analytic = grad([y for y, _ in diff_ys], checked, [g for _, g in diff_ys], allow_unused=True)
 
-        def project():
-            with_no_grad = __import__("tinyattn.autograd", fromlist=["no_grad"]).no_grad
-            with with_no_grad():
-                outs = _outputs(fn(*inputs))
+        def project():   # ⟨gy, f(x)⟩ (with grad on: fn may itself take gradients, as in gradgradcheck)
+            outs = _outputs(fn(*inputs))
             return sum(float((o.data * g).sum()) for o, g in zip(outs, gys))
 
         for i, x in enumerate(checked):
