@@ -27,11 +27,15 @@ import numpy as np
 
 from . import backend
 
-_mode = threading.local()
+class _Mode(threading.local):
+    enabled = True            # per thread: a thread inside no_grad() leaves the others recording
+
+
+_mode = _Mode()
 
 
 def is_grad_enabled():
-    return getattr(_mode, "enabled", True)
+    return _mode.enabled
 
 
 @contextlib.contextmanager
@@ -54,11 +58,8 @@ def enable_grad():
     return _grad_mode(True)
 
 
-_FLOATS = (np.float16, np.float32, np.float64)
-
-
 def _is_float(dtype):
-    return dtype in _FLOATS
+    return dtype.kind == "f"
 
 
 class Tensor:
@@ -122,6 +123,13 @@ class Tensor:
 
     def item(self):
         return self.data.item()
+
+    def __array__(self, dtype=None, copy=None):   # np.asarray(t), np.testing on Tensors
+        a = backend.as_numpy(self.data)
+        return a if dtype is None else a.astype(dtype)
+
+    __float__ = lambda self: float(self.data.item())   # noqa: E731
+    __int__ = lambda self: int(self.data.item())       # noqa: E731
 
     def detach(self):
         """The same data, cut from the graph (a leaf that does not require grad)."""
@@ -190,24 +198,39 @@ class Function:
     _inputs, outputs, generation, _as_tensors = None, (), 0, False
 
     def __call__(self, *inputs):
-        like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
-        xs = [x if isinstance(x, Tensor) else as_tensor(x, like) for x in inputs]
+        xs = inputs
+        for x in inputs:                       # scalars/arrays become Tensors like the first Tensor
+            if not isinstance(x, Tensor):
+                like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+                xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like) for x in inputs)
+                break
         if len(xs) > 1:
             _check_mix(self, xs)
-        ys = self.forward(*[x.data for x in xs])
+        try:
+            ys = self.forward(*[x.data for x in xs])
+        except ValueError as e:                # NumPy's broadcast error, reworded to name the op
+            if "could not be broadcast" not in str(e):
+                raise
+            shapes = " and ".join(str(tuple(x.shape)) for x in xs)
+            raise ValueError(f"{type(self).__name__.lower()}: shapes {shapes} cannot be broadcast "
+                             f"together; reshape or expand_dims one side first") from None
         single = not isinstance(ys, tuple)
-        outs = [Tensor(y) for y in ((ys,) if single else ys)]
-        if is_grad_enabled() and any(x.requires_grad for x in xs):
-            self.generation = max(x.generation for x in xs)
-            self._inputs = xs
-            self._as_tensors = False
-            for o in outs:
-                if _is_float(o.data.dtype):
-                    o.requires_grad = True
-                    o.creator = self
-                    o.generation = self.generation + 1
-            self.outputs = [weakref.ref(o) for o in outs]
-        return outs[0] if single else tuple(outs)
+        outs = (Tensor(ys),) if single else tuple([Tensor(y) for y in ys])
+        if _mode.enabled:
+            gen = -1                           # the deepest input that needs a gradient, if any
+            for x in xs:
+                if x.requires_grad and x.generation > gen:
+                    gen = x.generation
+            if gen >= 0:
+                self.generation = gen
+                self._inputs = xs
+                for o in outs:
+                    if o.data.dtype.kind == "f":
+                        o.requires_grad = True
+                        o.creator = self
+                        o.generation = gen + 1
+                self.outputs = [weakref.ref(o) for o in outs]
+        return outs[0] if single else outs
 
     @property
     def inputs(self):
@@ -230,6 +253,9 @@ class Function:
 
 def _check_mix(fn, xs):
     """One-line errors for float dtype mixes and CPU/GPU mixes among an op's inputs."""
+    a = xs[0].data
+    if all(x.data.dtype == a.dtype and type(x.data) is type(a) for x in xs):
+        return                                 # the common case: one dtype, one array type
     dts = {x.data.dtype for x in xs if _is_float(x.data.dtype)}
     if len(dts) > 1:
         raise TypeError(f"{type(fn).__name__.lower()}: dtype mix {', '.join(sorted(map(str, dts)))}; "
@@ -347,7 +373,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 if entry is None:
                     gys.append(None)
                     continue
-                if o._retain or id(o) in wanted:
+                if o._retain or (wanted and id(o) in wanted):
                     keep[id(o)] = entry
                 gys.append(entry[1])
                 got = True
@@ -363,15 +389,18 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                     continue
                 if gx.shape != x.data.shape:
                     gx = sum_to(gx, x.data.shape)
-                entry = pending.get(id(x))
+                key = id(x)
+                entry = pending.get(key)
                 if entry is not None:
                     entry[1] = entry[1] + gx
                     continue
-                pending[id(x)] = [x, gx]
+                pending[key] = [x, gx]
                 c = x.creator
-                if c is not None and id(c) not in seen:
-                    seen.add(id(c))
-                    heappush(heap, (-c.generation, id(c), c))
+                if c is not None:
+                    key = id(c)
+                    if key not in seen:
+                        seen.add(key)
+                        heappush(heap, (-c.generation, key, c))
             if not retain_graph:
                 f._inputs = None
     keep.update(pending)                      # what is left in pending are the leaves

@@ -25,15 +25,17 @@ def _outputs(ys):
     return [y for y in ys if y is not None]
 
 
-def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, n_directions=1):
+def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, n_directions=1,
+              params=()):
     """Check ``fn(*inputs)``'s backward against central differences; return True or raise.
 
-    ``inputs``: Tensors (and other arguments, passed through). Every floating Tensor that requires
-    grad is checked — a layer's parameters can be listed too (they are perturbed in place, so ``fn``
-    may use them through a closure). Tensors are switched to float64 for the check and restored.
+    ``inputs``: Tensors (and other arguments), passed to ``fn``. ``params``: more Tensors that are
+    checked but not passed (a layer's parameters, which ``fn`` reaches through the layer), as in
+    ``gradcheck(layer, [x], params=layer.parameters())``. Every floating Tensor that requires grad
+    among both is checked: perturbed in place, switched to float64 for the check, then restored.
     """
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    checked = [x for x in inputs + list(params) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad")
     saved = [x.data for x in checked]
@@ -84,10 +86,11 @@ def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, see
     return True
 
 
-def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
-    """Check double backward: gradcheck of  (x, gy) -> grad(fn(x), x, gy, create_graph=True)."""
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, params=()):
+    """Check double backward: gradcheck of  (x, gy) -> grad(fn(x), [x, params], gy, create_graph=True)."""
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    params = list(params)
+    checked = [x for x in inputs + params if isinstance(x, Tensor) and x.requires_grad]
     saved = [x.data for x in checked]
     try:
         for x in checked:
@@ -107,8 +110,9 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     def first_grads(*args):
         xs, gs = args[:n], args[n:]
         outs = _outputs(fn(*xs))
-        cx = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+        cx = [x for x in list(xs) + params if isinstance(x, Tensor) and x.requires_grad]
         gx = grad(outs, cx, list(gs), create_graph=True, allow_unused=True)
         return [g for g in gx if g is not None and g.requires_grad]
 
-    return gradcheck(first_grads, inputs + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 2)
+    return gradcheck(first_grads, inputs + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 2,
+                     params=params)

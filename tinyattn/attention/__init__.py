@@ -1,9 +1,12 @@
 """Attention (``tinyattn.attention``): masked softmax, every score function, the Keras layers
-``Attention`` / ``AdditiveAttention`` / ``MultiHeadAttention`` and the seed tutorials' layers."""
+``Attention`` / ``AdditiveAttention`` / ``MultiHeadAttention``, the seed tutorials' layers, and the
+hard / local / hierarchical variants."""
 from .masking import *  # noqa: F401,F403
 from .scores import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
 from .seed_layers import *  # noqa: F401,F403
-from . import masking, scores, layers, seed_layers
+from .variants import *  # noqa: F401,F403
+from . import masking, scores, layers, seed_layers, variants
 
-__all__ = masking.__all__ + scores.__all__ + layers.__all__ + seed_layers.__all__
+__all__ = (masking.__all__ + scores.__all__ + layers.__all__ + seed_layers.__all__
+           + variants.__all__)
