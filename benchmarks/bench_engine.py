@@ -79,19 +79,28 @@ def wide(make_leaf):
     return t2 - t0, t2 - t1
 
 
-def median_time(fn, repeats):
-    fn()                                       # warm-up
-    times = []
+def median_times(fns, repeats):
+    """Median wall time of each zero-argument ``fn``; the fns take turns, so that load from other
+    processes on the machine falls on all of them alike (the ratio stays meaningful)."""
+    times = [[] for _ in fns]
+    for f in fns:
+        f()                                    # warm-up
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for f, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
-def median_wide(make_leaf, repeats):
-    runs = [wide(make_leaf) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+def median_wide(make_leaves, repeats):
+    """[(build + backward, backward)] medians for each leaf maker, taking turns as above."""
+    runs = [[] for _ in make_leaves]
+    for _ in range(repeats):
+        for make, rs in zip(make_leaves, runs):
+            rs.append(wide(make))
+            gc.collect()
+    return [(statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for rs in runs]
 
 
 def main():
@@ -115,18 +124,18 @@ def main():
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         return
 
+    if torch:
+        torch.set_num_threads(1)               # tinyattn's NumPy runs these tiny ops on one core too
     rows = []   # (workload, unit, tinyattn, torch or None)
-    t = median_time(tiny_tinyattn(rng), args.repeats) / N_OPS * 1e6
-    tt = median_time(tiny_torch(rng), args.repeats) / N_OPS * 1e6 if torch else None
-    rows.append((f"tiny ops (4,4) f32, {N_OPS} ops + backward", "µs/op", t, tt))
+    fns = [tiny_tinyattn(rng)] + ([tiny_torch(rng)] if torch else [])
+    t, tt = (median_times(fns, args.repeats) + [None])[:2]
+    rows.append((f"tiny ops (4,4) f32, {N_OPS} ops + backward", "µs/op", t / N_OPS * 1e6,
+                 tt / N_OPS * 1e6 if tt else None))
 
     leaf_ta = lambda: ta.tensor(np.float32(rng.standard_normal()), requires_grad=True)  # noqa: E731
-    wt, wb = median_wide(leaf_ta, args.wide_repeats)
-    if torch:
-        torch_leaf = lambda: torch.tensor(float(rng.standard_normal()), requires_grad=True)  # noqa: E731
-        tw, tb = median_wide(torch_leaf, args.wide_repeats)
-    else:
-        tw = tb = None
+    leaf_torch = lambda: torch.tensor(float(rng.standard_normal()), requires_grad=True)  # noqa: E731
+    wide_rows = median_wide([leaf_ta] + ([leaf_torch] if torch else []), args.wide_repeats)
+    (wt, wb), (tw, tb) = (wide_rows + [(None, None)])[:2]
     rows.append((f"wide graph {N_WIDE} terms: build + backward", "s", wt, tw))
     rows.append((f"wide graph {N_WIDE} terms: backward alone", "s", wb, tb))
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import backend
 
+
 class _Mode(threading.local):
     enabled = True            # per thread: a thread inside no_grad() leaves the others recording
 
@@ -110,6 +111,9 @@ class Tensor:
 
     def __len__(self):
         return len(self.data)
+
+    def __bool__(self):   # as NumPy: one element -> its truth; more -> "ambiguous" error (not len > 0)
+        return bool(self.data)
 
     def __repr__(self):
         body = str(backend.as_numpy(self.data)).replace("\n", "\n       ")
@@ -199,10 +203,9 @@ class Function:
 
     def __call__(self, *inputs):
         xs = inputs
-        for x in inputs:                       # scalars/arrays become Tensors like the first Tensor
+        for x in inputs:
             if not isinstance(x, Tensor):
-                like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
-                xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like) for x in inputs)
+                xs = _to_tensors(inputs)
                 break
         if len(xs) > 1:
             _check_mix(self, xs)
@@ -251,10 +254,19 @@ class Function:
         raise NotImplementedError
 
 
+def _to_tensors(inputs):
+    """Scalars and arrays among ``inputs`` become Tensors with the dtype/device of the first Tensor."""
+    like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+    return [as_tensor(x, like) for x in inputs]
+
+
 def _check_mix(fn, xs):
     """One-line errors for float dtype mixes and CPU/GPU mixes among an op's inputs."""
     a = xs[0].data
-    if all(x.data.dtype == a.dtype and type(x.data) is type(a) for x in xs):
+    for x in xs:
+        if x.data.dtype != a.dtype or type(x.data) is not type(a):
+            break
+    else:
         return                                 # the common case: one dtype, one array type
     dts = {x.data.dtype for x in xs if _is_float(x.data.dtype)}
     if len(dts) > 1:
@@ -294,7 +306,11 @@ class BroadcastTo(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        return xp.broadcast_to(x, self.shape).copy()
+        try:
+            return xp.broadcast_to(x, self.shape).copy()
+        except ValueError:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {tuple(x.shape)} to {self.shape}; "
+                             f"sizes must match or be 1, aligned from the right") from None
 
     def backward(self, gy):
         return sum_to(gy, self._inputs[0].shape)
@@ -406,12 +422,18 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
     keep.update(pending)                      # what is left in pending are the leaves
     if capture is not None:
         return [keep.get(id(t), (None, None))[1] for t in capture]
+    shared = {id(g.data if isinstance(g, Tensor) else g) for g in root_grads}   # the caller holds these
     for t, g in keep.values():
         if t.creator is not None or create_graph:
             g = g if isinstance(g, Tensor) else Tensor(g)
             t.grad = g if t.grad is None or t.creator is not None else t.grad + g
+        elif t.grad is None:         # a leaf's own array: copy one that is shared (y = a + b sends
+            if id(g) in shared or getattr(g, "base", None) is not None:   # one gy to both) or a view
+                g = g.copy()
+            shared.add(id(g))
+            t.grad = Tensor(g)
         else:
-            t.grad = Tensor(g if t.grad is None else t.grad.data + g)
+            t.grad = Tensor(t.grad.data + g)
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None, allow_unused=True):

@@ -35,7 +35,12 @@ def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, see
     among both is checked: perturbed in place, switched to float64 for the check, then restored.
     """
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    checked = [x for x in inputs + list(params) if isinstance(x, Tensor) and x.requires_grad]
+    checked, labels = [], []          # labels name a failing tensor: "inputs[2]", "params[0] 'kernel'"
+    for where, ts in (("inputs", inputs), ("params", list(params))):
+        for j, x in enumerate(ts):
+            if isinstance(x, Tensor) and x.requires_grad:
+                checked.append(x)
+                labels.append(f"{where}[{j}]" + (f" {x.name!r}" if x.name else ""))
     if not checked:
         raise ValueError("gradcheck: no input requires grad")
     saved = [x.data for x in checked]
@@ -74,10 +79,9 @@ def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, see
                 x.data = x0
                 n = (fp - fm) / (2 * eps)
                 if not abs(a - n) <= atol + rtol * abs(n):
-                    shapes = [tuple(t.shape) for t in checked]
                     raise GradcheckError(
-                        f"gradcheck failed for input {i} (shape {tuple(x.shape)}) of {len(checked)} "
-                        f"checked inputs with shapes {shapes}:\n  analytic directional derivative "
+                        f"gradcheck failed for input {labels[i]} of shape {tuple(x.shape)} (checked: "
+                        f"{', '.join(labels)}):\n  analytic directional derivative "
                         f"{a:.10g}\n  numerical (central difference) {n:.10g}\n  |difference| "
                         f"{abs(a - n):.3g} > atol {atol} + rtol {rtol} * |numerical|")
     finally:
@@ -104,7 +108,9 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     if grad_outputs is None:
         gys = [Tensor(xp.asarray(rng.standard_normal(y.shape)), requires_grad=True) for y in ys]
     else:
-        gys = [Tensor(getattr(g, "data", g), requires_grad=True) for g in grad_outputs]
+        gos = grad_outputs if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
+        gys = [Tensor(g.data if isinstance(g, Tensor) else xp.asarray(g, dtype=np.float64),
+                      requires_grad=True) for g in gos]
     n = len(inputs)
 
     def first_grads(*args):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..autograd import Function, apply
+from ..autograd import Function, Tensor, apply
 from .. import backend
 
 
@@ -269,8 +269,11 @@ def minimum(a, b):
 
 def where(cond, a, b):
     """Elementwise ``a if cond else b``; ``cond`` is a boolean array or Tensor (no gradient)."""
-    cond = getattr(cond, "data", cond)
-    return Where(cond)(a, b)
+    if isinstance(cond, Tensor):
+        cond = cond.data                       # (not getattr(.., "data"): ndarray.data is a buffer)
+    like = next((t.data for t in (a, b) if isinstance(t, Tensor)), None)
+    xp = backend.get_array_module(like) if like is not None else backend.default_xp()
+    return Where(xp.asarray(cond, dtype=bool))(a, b)
 
 
 def astype(x, dtype):
