@@ -78,7 +78,8 @@ def test_causal_is_top_left(rng):
     assert np.all(w.numpy()[0][~np.tril(np.ones((3, 5), bool))] < 1e-30)
 
 
-@pytest.mark.parametrize("layer_fn", [lambda: Attention(dropout=0.5), lambda: AdditiveAttention(dropout=0.5, dtype="float64")])
+@pytest.mark.parametrize("layer_fn", [lambda: Attention(dropout=0.5),
+                                      lambda: AdditiveAttention(dropout=0.5, dtype="float64")])
 def test_dense_attention_dropout(layer_fn, rng):
     ta.manual_seed(0)
     q, v = T(rng, 2, 6, 4), T(rng, 2, 8, 4)
@@ -123,6 +124,27 @@ def test_mha_gradcheck(cfg, causal, masked, rng):
     assert len(ps) == (8 if cfg.get("use_bias", True) else 4)
     assert ta.gradcheck(fn, [q, v, k], params=ps)
     assert ta.gradgradcheck(fn, [q, v, k], params=ps)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_self_attention_fused_projection(causal, rng):
+    """query is key is value: the Q/K/V projections run as one GEMM; same result and gradients."""
+    x = T(rng, 2, 4, 5)
+    layer = _built(MultiHeadAttention(2, 3, value_dim=2), x, x)
+    ps = layer.parameters()
+    fn = lambda x: layer(x, x, use_causal_mask=causal, return_attention_scores=True)   # noqa: E731
+    assert ta.gradcheck(fn, [x], params=ps)
+    assert ta.gradgradcheck(fn, [x], params=ps)
+    x2 = ta.tensor(x.numpy(), requires_grad=True)         # a different object: the three-GEMM path
+    out1, s1 = fn(x)
+    out2, s2 = layer(x, x2, use_causal_mask=causal, return_attention_scores=True)
+    np.testing.assert_allclose(out1.numpy(), out2.numpy(), rtol=1e-12)
+    g = rng.standard_normal(out1.shape)
+    g1 = ta.grad(out1, [x] + ps, g)
+    g2 = ta.grad(out2, [x, x2] + ps, g)
+    np.testing.assert_allclose(g1[0].numpy(), g2[0].numpy() + g2[1].numpy(), rtol=1e-10)
+    for a, b in zip(g1[1:], g2[2:]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_mha_values(rng):

@@ -145,6 +145,24 @@ def test_sdpa_values_and_empty_rows(rng):
     assert np.all(np.isfinite(g.numpy()))
 
 
+def test_sdpa_broadcast_batch_axes(rng):
+    """v with more batch axes than q, k (and q with fewer than k): gradients sum back correctly."""
+    q, k, v = T(rng, 2, 1, 4, 3), T(rng, 2, 1, 5, 3), T(rng, 2, 3, 5, 2)
+    fn = lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True, return_weights=True)   # noqa: E731
+    assert ta.gradcheck(fn, [q, k, v])
+    q2, k2 = T(rng, 1, 4, 3), T(rng, 2, 3, 5, 3)
+    assert ta.gradcheck(fn, [q2, k2, v])
+    assert ta.gradgradcheck(fn, [q2, k2, v])
+
+
+def test_sdpa_weights_only(rng):
+    """Only the returned weights are used: the output's upstream gradient is None."""
+    q, k, v = T(rng, 2, 4, 3), T(rng, 2, 5, 3), T(rng, 2, 5, 2)
+    fn = lambda q, k, v: scaled_dot_product_attention(q, k, v, return_weights=True)[1]   # noqa: E731
+    assert ta.gradcheck(fn, [q, k, v])
+    assert ta.gradgradcheck(fn, [q, k, v])
+
+
 def test_sdpa_only_q_requires_grad(rng):
     q, k, v = T(rng, 2, 4, 3), T(rng, 2, 5, 3, grad=False), T(rng, 2, 5, 2, grad=False)
     assert ta.gradcheck(lambda q: scaled_dot_product_attention(q, k, v), [q])

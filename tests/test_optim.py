@@ -175,6 +175,13 @@ def test_param_groups_and_skipping(rng):
     assert a.grad is None and b.grad is None
 
 
+def test_named_parameters_accepted(rng):
+    params, loss = _problem(rng)
+    named = [("w", params[0]), ("b", params[1])]
+    opt = optim.SGD(named, lr=0.1)
+    assert len(opt.params()) == 2 and all(a is b for a, b in zip(opt.params(), params))
+
+
 def test_constructor_errors():
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])

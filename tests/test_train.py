@@ -108,7 +108,7 @@ def test_modes_and_restore(rng):
     assert len(model.seen[True]) == 1 and len(model.seen[False]) == 1
     assert model.training is False                               # restored
     model.train()
-    out = predict(model, x, batch_size=7)
+    predict(model, x, batch_size=7)
     assert model.training is True and len(model.seen[False]) == 1 + 3
 
 
@@ -265,3 +265,18 @@ def test_predict_multiple_outputs(rng):
     a, b = predict(Two(3, 2), x, batch_size=4)
     assert a.shape == b.shape == (11, 2)
     np.testing.assert_allclose(b, 2 * a, rtol=1e-6)
+
+
+def test_fit_with_library_layers(rng):
+    """nn.Sequential of Dense layers (built lazily by one call before the optimizer is made)."""
+    import warnings
+    x = rng.standard_normal((128, 2)).astype(np.float32)
+    y = np.sin(2 * x[:, :1]) * x[:, 1:]
+    ta.manual_seed(0)
+    model = ta.nn.Sequential(ta.nn.Dense(16, activation="tanh"), ta.nn.Dense(1))
+    predict(model, x[:1])                                        # builds the layers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # every parameter is in the optimizer
+        h = fit(model, "mse", optim.Adam(model.parameters(), lr=0.02), x, y, epochs=40, batch_size=32,
+                validation_split=0.25, verbose=0)
+    assert h["loss"][-1] < 0.2 * h["loss"][0] and h["val_loss"][-1] < 0.3 * h["val_loss"][0]

@@ -29,8 +29,9 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm"]
 class Optimizer:
     """Base class: parameter groups, state, ``zero_grad``, ``step``, ``state_dict``.
 
-    params: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ..., ...}`` (groups;
-    missing options take the constructor's values). Subclasses implement ``_update(p, g, state, group)``
+    params: an iterable of Parameters (or of (name, Parameter) pairs, as ``named_parameters()``
+    yields), or of dicts ``{"params": [...], "lr": ..., ...}`` (groups; missing options take the
+    constructor's values). Argument names, order and defaults are PyTorch's. Subclasses implement ``_update(p, g, state, group)``
     that changes ``p.data`` in place.
     """
 
@@ -40,6 +41,8 @@ class Optimizer:
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list "
                              f"(is the model built? lazily built layers create their weights on the first call)")
+        if isinstance(params[0], tuple) and len(params[0]) == 2 and isinstance(params[0][0], str):
+            params = [p for _, p in params]                     # model.named_parameters()
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
         seen = set()
@@ -180,7 +183,7 @@ class SGD(Optimizer):
     Every array has the parameter's shape; the state is ``momentum_buffer`` (when μ > 0).
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         _check("SGD", lr, momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")

@@ -37,7 +37,8 @@ def _optimizer_arrays(optimizer):
         for k, v in s.items():
             arrays[f"optim/{i}/{k}"] = np.asarray(v, dtype=np.int64) if k == "step" else backend.as_numpy(v)
     meta = {"class": type(optimizer).__name__, "param_groups": sd["param_groups"]}
-    arrays["optim/__meta__"] = np.asarray(json.dumps(meta, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    as_json = json.dumps(meta, default=lambda o: o.item() if hasattr(o, "item") else str(o))   # NumPy scalars
+    arrays["optim/__meta__"] = np.asarray(as_json)
     return arrays
 
 

@@ -14,8 +14,8 @@ Conventions (Keras's where Keras has one):
 * ``x`` is an array (B, ...) or a tuple/list of arrays for a multi-input model, called as
   ``model(x1, x2, ...)``; floating inputs are cast to the model's parameter dtype, integer inputs
   (token ids) are kept. ``y`` is one array (B, ...).
-* ``validation_split=s`` holds out the *last* ⌊…⌋ part: the first ⌊B (1 − s)⌋ samples train, the rest
-  validate (taken before shuffling, so it is the same every epoch), like Keras.
+* ``validation_split=s`` holds out the *last* samples, like Keras: the first ⌊B (1 − s)⌋ samples
+  train, the remaining ones validate (split before shuffling, so the same ones every epoch).
 * The epoch's ``loss`` is the mean of the batch losses weighted by batch size (Keras's tracker).
 * ``"accuracy"`` follows the loss, as Keras resolves it: binary (threshold 0.5 on probabilities, 0
   on logits), categorical (argmax vs argmax) or sparse categorical (argmax vs integer label); for a
@@ -185,7 +185,8 @@ def predict(model, x, batch_size=32):
     """``model``'s outputs on x, batch by batch, in eval mode under ``no_grad``, as NumPy.
 
     x: array (B, ...) or tuple of arrays. Returns an array (B, ...) (a tuple of arrays for a model
-    that returns a tuple or list, e.g. an LSTM with ``return_state``). The model's train/eval mode is restored afterwards.
+    that returns a tuple or list, e.g. an LSTM with ``return_state``). The model's train/eval mode
+    is restored afterwards.
     """
     xs = _inputs(x, "predict")
     dtype, device = _param_info(model)

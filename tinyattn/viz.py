@@ -193,10 +193,11 @@ def _draw_heatmap(fig, w, xl, yl, title, cmap):
     fig.tight_layout()
 
 
-def plot_attention_bars(vector, path=None, labels=None, title=None):
+def plot_attention_bars(vector, path=None, labels=None, title=None, xlabel=None):
     """Bar chart of a vector of attention weights (T,), e.g. the mean attention per time step.
 
-    vector: array/Tensor (T,) (size-1 axes are squeezed); labels: T bar labels (default 0..T−1).
+    vector: array/Tensor (T,) (size-1 axes are squeezed); labels: T bar labels (default 0..T−1);
+    xlabel: the axis name under the bars (e.g. "time step"). The largest bar is drawn in orange.
     With matplotlib and ``path``: saves a PNG there and returns ``path``. Without matplotlib, or with
     neither ``path`` nor a display: prints the text bars (:func:`ascii_bars`) and returns them.
     """
@@ -210,18 +211,18 @@ def plot_attention_bars(vector, path=None, labels=None, title=None):
     if path is None:
         import matplotlib.pyplot as plt
         fig = plt.figure(figsize=(max(4.0, 0.5 * v.size + 1.5), 3.2))
-        _draw_bars(fig, v, labels, title)
+        _draw_bars(fig, v, labels, title, xlabel)
         plt.show()
         return None
     Figure, Canvas = mpl
     fig = Figure(figsize=(max(4.0, 0.5 * v.size + 1.5), 3.2))
     Canvas(fig)
-    _draw_bars(fig, v, labels, title)
+    _draw_bars(fig, v, labels, title, xlabel)
     fig.savefig(path, dpi=110)
     return str(path)
 
 
-def _draw_bars(fig, v, labels, title):
+def _draw_bars(fig, v, labels, title, xlabel):
     ax = fig.add_subplot(1, 1, 1)
     top = int(np.argmax(v))
     colors = ["tab:orange" if i == top else "tab:blue" for i in range(v.size)]
@@ -229,6 +230,8 @@ def _draw_bars(fig, v, labels, title):
     ax.set_xticks(range(v.size))
     ax.set_xticklabels(labels)
     ax.set_ylabel("attention")
+    if xlabel:
+        ax.set_xlabel(xlabel)
     for i, x in enumerate(v):
         ax.text(i, x, f"{x:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_ylim(min(0.0, float(v.min()) * 1.1), float(v.max()) * 1.15 if v.max() > 0 else 1.0)

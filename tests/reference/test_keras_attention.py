@@ -162,6 +162,17 @@ def test_mha_self_attention(cfg):
     _compare(kl, ol, [x, x], kcall, ocall)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_self_attention_same_tensor(causal):
+    """mha(x, x): the fused single-GEMM Q/K/V projection path (same object for query and value)."""
+    kl, ol = _mha_pair(num_heads=4, key_dim=2, value_dim=3)
+    x = _data(tq=5, tv=5, d=6, seed=4)[0]
+    kl(x, x)
+    ol(x, x)
+    kw = dict(use_causal_mask=causal, return_attention_scores=True)
+    _compare(kl, ol, [x], lambda x: kl(x, x, **kw), lambda x: ol(x, x, **kw))
+
+
 @pytest.mark.parametrize("masked,causal", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("scores", [True, False])
 def test_mha_cross_attention_masks(masked, causal, scores):

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..functions import dropout as _dropout, broadcast_to
+from ..functions import dropout as _dropout, broadcast_to, concat, split
 from ..functions.attention import ScaledDotProductAttention, AdditiveScore
 from ..nn import Module, Parameter, init
 from .masking import causal_mask, combine_masks, _arr
@@ -33,7 +33,8 @@ def _t(x):
     return x if isinstance(x, Tensor) else Tensor(x)
 
 
-def _bool(m, name, what):
+def _bool(m):
+    """A mask as a boolean array (True = keep); None stays None."""
     if m is None:
         return None
     m = _arr(m)
@@ -87,8 +88,8 @@ class _BaseDenseAttention(Module):
         if mask is not None:
             if not isinstance(mask, (list, tuple)) or len(mask) != 2:
                 raise ValueError(f"{type(self).__name__}: mask must be [query_mask, value_mask]")
-            qm = _bool(mask[0], type(self).__name__, "query_mask")
-            vm = _bool(mask[1], type(self).__name__, "value_mask")
+            qm = _bool(mask[0])
+            vm = _bool(mask[1])
         scores = self._score(q, k)
         xp = backend.get_array_module(scores.data)
         tq, tv = scores.shape[-2], scores.shape[-1]
@@ -285,17 +286,36 @@ class MultiHeadAttention(Module):
             y = y + bias.reshape(H * n)
         return y.reshape(B, T, H, n).transpose(0, 2, 1, 3)
 
+    def _project_self(self, x):
+        """Self-attention (query is key is value): the three projections as ONE GEMM,
+        (B·T, d) @ [W^Q | W^K | W^V] (d, H·(2dk + dv)), then split — one bigger GEMM each way in
+        backward too (gx = gY Wᵀ at once instead of three products and two adds)."""
+        B, T, d = x.shape
+        ks = (self.query_kernel, self.key_kernel, self.value_kernel)
+        if d != ks[0].shape[0] or d != ks[1].shape[0] or d != ks[2].shape[0]:
+            raise ValueError(f"MultiHeadAttention: input has feature size {d}, but the layer was built for "
+                             f"query/key/value sizes {[w.shape[0] for w in ks]} (input {x.shape})")
+        H = self.num_heads
+        ns = [w.shape[2] for w in ks]
+        W = concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], axis=1)
+        y = x.reshape(B * T, d) @ W
+        if self.use_bias:
+            y = y + concat([self.query_bias.reshape(H * ns[0]), self.key_bias.reshape(H * ns[1]),
+                            self.value_bias.reshape(H * ns[2])], axis=0)
+        cuts = [H * ns[0], H * (ns[0] + ns[1])]
+        return [part.reshape(B, T, H, n).transpose(0, 2, 1, 3) for part, n in zip(split(y, cuts, axis=1), ns)]
+
     def _mask(self, B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, causal):
         ms = []
         if query_mask is not None:
-            ms.append(_bool(query_mask, "", "")[:, :, None])
+            ms.append(_bool(query_mask)[:, :, None])
         for vm in (value_mask, key_mask):
             if vm is not None:
-                ms.append(_bool(vm, "", "")[:, None, :])
+                ms.append(_bool(vm)[:, None, :])
         if causal:
             ms.append(causal_mask(tq, tk, xp))
         if attention_mask is not None:
-            ms.append(_bool(attention_mask, "", ""))
+            ms.append(_bool(attention_mask))
         m = combine_masks(*ms)
         if m is None:
             return None
@@ -324,9 +344,12 @@ class MultiHeadAttention(Module):
         xp = backend.get_array_module(query.data)
         mask = self._mask(B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
         b = self.use_bias
-        q = self._project(query, self.query_kernel, self.query_bias if b else None, "query")
-        k = self._project(key, self.key_kernel, self.key_bias if b else None, "key")
-        v = self._project(value, self.value_kernel, self.value_bias if b else None, "value")
+        if query is value and key is value:
+            q, k, v = self._project_self(query)
+        else:
+            q = self._project(query, self.query_kernel, self.query_bias if b else None, "query")
+            k = self._project(key, self.key_kernel, self.key_bias if b else None, "key")
+            v = self._project(value, self.value_kernel, self.value_bias if b else None, "value")
         o, scores = ScaledDotProductAttention(1.0 / math.sqrt(self.key_dim), mask, self.dropout,
                                               training)(q, k, v)                  # (B, H, Tq, dv)
         H, vd = self.num_heads, self.value_dim
@@ -371,7 +394,8 @@ class MultiHeadAttention(Module):
                              f"= {E / H}, this layer has key_dim {self.key_dim}, value_dim {self.value_dim}")
         has_bias = "in_proj_bias" in sd
         if has_bias != bool(self.use_bias):
-            raise ValueError(f"load_torch_state_dict: state dict has biases: {has_bias}, layer use_bias={self.use_bias}")
+            raise ValueError(f"load_torch_state_dict: state dict has biases: {has_bias}, "
+                             f"layer use_bias={self.use_bias}")
         if not self.built:
             self.build((Wq.shape[1],), (Wv.shape[1],), (Wk.shape[1],))
         hd = E // H

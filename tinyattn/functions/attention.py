@@ -17,7 +17,7 @@ masked softmax it needs is the in-place ``MaskedSoftmaxInPlace`` below — the s
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, sum_to, _sum_to_array
 from .nn import Softmax
 
 __all__ = ["ScaledDotProductAttention", "AdditiveScore", "MaskedSoftmaxInPlace", "sdpa", "additive"]
@@ -114,8 +114,8 @@ class ScaledDotProductAttention(Function):
         if need_q or need_k:
             if go is not None:
                 gs = xp.matmul(go, _swap(v))
-                if gs.shape != p.shape:
-                    gs = xp.broadcast_to(gs, p.shape).copy()
+                if gs.shape != p.shape:                # v had batch axes that P lacks: sum them
+                    gs = _sum_to_array(gs, p.shape)
                 if m is not None:
                     gs *= m
                 if gp_ext is not None:
@@ -146,7 +146,7 @@ class ScaledDotProductAttention(Function):
         if need_q or need_k:
             gp = None
             if go is not None:
-                gp = go @ _swap(v)
+                gp = sum_to(go @ _swap(v), p.shape)
                 if m is not None:
                     gp = gp * m
             if gp_ext is not None:
