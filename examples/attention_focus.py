@@ -15,16 +15,19 @@ The classic ``attention_3d_block`` demo (seed 004), re-derived on tinyattn:
 
 Why σ = 10 and not 1: the attention looks at LSTM *states*, and the LSTM carries step 2's value
 forward, so later states "know" the label too. With σ = 1 that memory survives and the attention
-spreads over several steps (seed 0, --scale 1: step 2 0.27, step 5 0.26, step 7 0.13). Noise of
-σ = 10 saturates the LSTM's gates at every step and washes that memory out within a step or two, so
-the label is only cleanly visible at step 2 -- which is what the tutorial's data was built to show.
+lands elsewhere (measured with the defaults and --scale 1: step 5 gets 0.33, step 2 0.26, step 7
+0.14; the run fails). Inputs of size ~10 at every other step push the LSTM's gates to saturation
+and overwrite that memory within a step or two, so the label is cleanly visible only at step 2 (and
+a little at step 3) -- which is what the tutorial's data, with its scale=10, was built to show.
 
 The run succeeds (exit code 0) when step 2 gets the *clearly* largest mean attention: at least
 ``--min-ratio`` (default 1.5) times the runner-up. Why 1.5: attention that ignored the data would
 give every step 1/T = 0.10, and the step right after the label (step 3, whose state still carries
 some of it) is a legitimate runner-up, so a bare argmax could be won by a hair. Asking for 50% more
 than any other step means the model has singled step 2 out; the standard error of each 300-sample
-mean is printed too and is a hundred times smaller than that margin.
+mean is printed too and is a hundred times smaller than that margin. Measured with the defaults
+(20,000 samples, 2 epochs): seeds 0-6 all pass, the ratio ranging from 1.56 (seed 1) to 6.96; seed 0
+gives step 2 0.66 and the runner-up (step 3) 0.20, a ratio of 3.3.
 
     python examples/attention_focus.py                 # defaults: ~15 s of CPU (2 cores, under a minute)
     python examples/attention_focus.py --samples 50000 --epochs 3 --plot out.png

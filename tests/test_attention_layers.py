@@ -135,16 +135,21 @@ def test_mha_self_attention_fused_projection(causal, rng):
     fn = lambda x: layer(x, x, use_causal_mask=causal, return_attention_scores=True)   # noqa: E731
     assert ta.gradcheck(fn, [x], params=ps)
     assert ta.gradgradcheck(fn, [x], params=ps)
-    x2 = ta.tensor(x.numpy(), requires_grad=True)         # a different object: the three-GEMM path
-    out1, s1 = fn(x)
-    out2, s2 = layer(x, x2, use_causal_mask=causal, return_attention_scores=True)
-    np.testing.assert_allclose(out1.numpy(), out2.numpy(), rtol=1e-12)
+    # against the unfused path (three different objects), and the K/V-fused one (key defaults to value)
+    x2, x3 = (ta.tensor(x.numpy(), requires_grad=True) for _ in range(2))
+    out1, _ = fn(x)
     g = rng.standard_normal(out1.shape)
     g1 = ta.grad(out1, [x] + ps, g)
-    g2 = ta.grad(out2, [x, x2] + ps, g)
-    np.testing.assert_allclose(g1[0].numpy(), g2[0].numpy() + g2[1].numpy(), rtol=1e-10)
-    for a, b in zip(g1[1:], g2[2:]):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    for args in ((x, x2, x3), (x, x2)):
+        out2 = layer(*args, use_causal_mask=causal)
+        np.testing.assert_allclose(out1.numpy(), out2.numpy(), rtol=1e-12)
+        g2 = ta.grad(out2, list(args) + ps, g)
+        np.testing.assert_allclose(g1[0].numpy(), sum(t.numpy() for t in g2[:len(args)]), rtol=1e-10)
+        for a, b in zip(g1[1:], g2[len(args):]):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    q = T(rng, 2, 3, 5)
+    fkv = lambda q, x: layer(q, x, use_causal_mask=causal, return_attention_scores=True)   # noqa: E731
+    assert ta.gradcheck(fkv, [q, x], params=ps)
 
 
 def test_mha_values(rng):

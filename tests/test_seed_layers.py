@@ -307,3 +307,64 @@ def test_self_attention_gradcheck_with_mask(rng, causal):
     np.testing.assert_array_equal(w.numpy()[0, :, :, 3], 0.0)              # the padded key
     with pytest.raises(ValueError, match="SelfAttention: mask must be \\(B, T\\)"):
         layer(x, mask=np.ones((2, 3), bool))
+
+
+# -- Keras parity (the two layers that Keras users build from Keras pieces) ------------------------
+# These belong with the other parity tests in spirit; they skip cleanly without TensorFlow.
+def _keras():
+    pytest.importorskip("tensorflow")
+    import keras
+    return keras
+
+
+@pytest.mark.parametrize("score", ["luong", "bahdanau"])
+def test_many_to_one_keras_parity(rng, score):
+    keras = _keras()
+    from keras import layers, ops
+    b, t, d, units = 3, 7, 5, 4
+    x = rng.standard_normal((b, t, d)).astype(np.float32)
+    ours = ManyToOneAttention(units, score=score)
+    out = ours(ta.tensor(x))
+    ws = ours.get_weights()
+    h = ops.convert_to_tensor(x)
+    h_t = h[:, -1, :]                                                         # (B, d)
+
+    def dense(units_, w, activation=None):
+        layer = layers.Dense(units_, use_bias=False, activation=activation)
+        layer.build((None, w.shape[0]))
+        layer.set_weights([w])
+        return layer
+
+    if score == "luong":
+        e = layers.Dot(axes=[1, 2])([h_t, dense(d, ws[0])(h)])                # h_t · (h_s W)
+    else:
+        s = ops.tanh(ops.expand_dims(dense(d, ws[0])(h_t), 1) + dense(d, ws[1])(h))
+        e = ops.squeeze(dense(1, ws[2])(s), -1)
+    alpha = layers.Activation("softmax")(e)                                   # over time
+    context = layers.Dot(axes=[1, 1])([h, alpha])
+    ref = dense(units, ws[-1], "tanh")(layers.Concatenate()([context, h_t]))
+    np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.last_attention.numpy(), keras.ops.convert_to_numpy(alpha),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_time_step_keras_parity(rng, single):
+    keras = _keras()
+    from keras import layers, ops
+    b, t, d = 3, 6, 4
+    x = rng.standard_normal((b, t, d)).astype(np.float32)
+    ours = TimeStepAttention(single_attention_vector=single)
+    ours(ta.tensor(x))
+    ours.set_weights([rng.standard_normal((t, t)), rng.standard_normal(t)])
+    out, p = ours(ta.tensor(x), return_attention_scores=True)
+    dense = layers.Dense(t, activation="softmax")
+    dense.build((None, t))
+    dense.set_weights(ours.get_weights())
+    a = dense(layers.Permute((2, 1))(ops.convert_to_tensor(x)))                # (B, d, T)
+    if single:
+        a = layers.RepeatVector(d)(ops.mean(a, axis=1))
+    probs = layers.Permute((2, 1))(a)
+    ref = layers.Multiply()([ops.convert_to_tensor(x), probs])
+    np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(p.numpy(), keras.ops.convert_to_numpy(probs), rtol=1e-5, atol=1e-5)

@@ -354,7 +354,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
 
 def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
     pending = {}   # id(t) -> [t, gradient so far]; holding t keeps it alive until its creator runs
-    heap, seen = [], set()
+    heap, queued = [], {}   # a min-heap of int keys -generation·2⁶⁴ + id(f) (deepest first); key -> f
 
     def add_grad(t, g):                       # sum every contribution a tensor receives
         entry = pending.get(id(t))
@@ -363,9 +363,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
             return
         pending[id(t)] = [t, g]
         f = t.creator
-        if f is not None and id(f) not in seen:
-            seen.add(id(f))
-            heappush(heap, (-f.generation, id(f), f))
+        if f is not None:
+            key = id(f) - (f.generation << 64)
+            if key not in queued:
+                queued[key] = f
+                heappush(heap, key)
 
     with _grad_mode(create_graph):
         for r, g in zip(roots, root_grads):
@@ -378,7 +380,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
         keep = {}                             # non-leaf tensors whose gradient is kept or returned
         wanted = {id(t) for t in capture} if capture is not None else set()
         while heap:                           # deepest generation first: all consumers are done
-            f = heappop(heap)[2]
+            f = queued[heappop(heap)]
             if f._inputs is None:
                 raise RuntimeError("backward through a graph a second time, but its buffers were freed; "
                                    "pass retain_graph=True to the first backward() to keep them")
@@ -413,10 +415,10 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 pending[key] = [x, gx]
                 c = x.creator
                 if c is not None:
-                    key = id(c)
-                    if key not in seen:
-                        seen.add(key)
-                        heappush(heap, (-c.generation, key, c))
+                    key = id(c) - (c.generation << 64)
+                    if key not in queued:
+                        queued[key] = c
+                        heappush(heap, key)
             if not retain_graph:
                 f._inputs = None
     keep.update(pending)                      # what is left in pending are the leaves
@@ -427,10 +429,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
         if t.creator is not None or create_graph:
             g = g if isinstance(g, Tensor) else Tensor(g)
             t.grad = g if t.grad is None or t.creator is not None else t.grad + g
-        elif t.grad is None:         # a leaf's own array: copy one that is shared (y = a + b sends
-            if id(g) in shared or getattr(g, "base", None) is not None:   # one gy to both) or a view
-                g = g.copy()
-            shared.add(id(g))
+        elif t.grad is None:         # a leaf's .grad owns its array: copy one that another leaf or the
+            if not isinstance(g, np.generic):     # caller shares (y = a + b sends one gy to both) or
+                if id(g) in shared or g.base is not None:      # a view (NumPy scalars: immutable)
+                    g = g.copy()
+                shared.add(id(g))
             t.grad = Tensor(g)
         else:
             t.grad = Tensor(t.grad.data + g)

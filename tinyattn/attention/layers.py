@@ -274,36 +274,30 @@ class MultiHeadAttention(Module):
         return self.forward(query, value, key, **kwargs)
 
     # -- the computation -----------------------------------------------------------------------
-    def _project(self, x, kernel, bias, name):
-        """x (B, T, d) @ kernel (d, H, n) + bias (H, n) -> (B, H, T, n), one (B·T, d) @ (d, H·n) GEMM."""
-        B, T, d = x.shape
-        if d != kernel.shape[0]:
-            raise ValueError(f"MultiHeadAttention: {name} has feature size {d}, but the layer was built "
-                             f"for {kernel.shape[0]} ({name} {x.shape}, {name}/kernel {kernel.shape})")
-        H, n = kernel.shape[1], kernel.shape[2]
-        y = x.reshape(B * T, d) @ kernel.reshape(d, H * n)
-        if bias is not None:
-            y = y + bias.reshape(H * n)
-        return y.reshape(B, T, H, n).transpose(0, 2, 1, 3)
+    def _project(self, x, names):
+        """Project x (B, T, d) with one or more of "query"/"key"/"value" that share this input.
 
-    def _project_self(self, x):
-        """Self-attention (query is key is value): the three projections as ONE GEMM,
-        (B·T, d) @ [W^Q | W^K | W^V] (d, H·(2dk + dv)), then split — one bigger GEMM each way in
-        backward too (gx = gY Wᵀ at once instead of three products and two adds)."""
+        One projection: x W + b as ONE (B·T, d) @ (d, H·n) GEMM -> (B, H, T, n) (a reshape and a
+        transpose view). Several (self-attention: query is key is value; or key is value): their
+        kernels side by side, (B·T, d) @ [W^Q | W^K | W^V], then split — one bigger GEMM each way,
+        and in backward gx = gY Wᵀ at once instead of three products and two additions.
+        """
         B, T, d = x.shape
-        ks = (self.query_kernel, self.key_kernel, self.value_kernel)
-        if d != ks[0].shape[0] or d != ks[1].shape[0] or d != ks[2].shape[0]:
-            raise ValueError(f"MultiHeadAttention: input has feature size {d}, but the layer was built for "
-                             f"query/key/value sizes {[w.shape[0] for w in ks]} (input {x.shape})")
+        ks = [getattr(self, f"{n}_kernel") for n in names]
+        for n, w in zip(names, ks):
+            if d != w.shape[0]:
+                raise ValueError(f"MultiHeadAttention: {n} has feature size {d}, but the layer was built "
+                                 f"for {w.shape[0]} ({n} {x.shape}, {n}/kernel {w.shape})")
         H = self.num_heads
         ns = [w.shape[2] for w in ks]
-        W = concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], axis=1)
+        W = ks[0].reshape(d, H * ns[0]) if len(ks) == 1 else \
+            concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], axis=1)
         y = x.reshape(B * T, d) @ W
         if self.use_bias:
-            y = y + concat([self.query_bias.reshape(H * ns[0]), self.key_bias.reshape(H * ns[1]),
-                            self.value_bias.reshape(H * ns[2])], axis=0)
-        cuts = [H * ns[0], H * (ns[0] + ns[1])]
-        return [part.reshape(B, T, H, n).transpose(0, 2, 1, 3) for part, n in zip(split(y, cuts, axis=1), ns)]
+            bs = [getattr(self, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
+            y = y + (bs[0] if len(bs) == 1 else concat(bs, axis=0))
+        parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
+        return [part.reshape(B, T, H, n).transpose(0, 2, 1, 3) for part, n in zip(parts, ns)]
 
     def _mask(self, B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, causal):
         ms = []
@@ -331,8 +325,10 @@ class MultiHeadAttention(Module):
                 training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None):
         """Returns out (B, Tq, *out) [and the attention scores (B, H, Tq, Tk), before dropout].
         training: None means ``self.training``."""
-        query, value = _t(query), _t(value)
-        key = value if key is None else _t(key)
+        same_qv, same_kv = value is query, key is None or key is value
+        query = _t(query)
+        value = query if same_qv else _t(value)
+        key = value if same_kv else _t(key)
         if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
             raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d), got "
                              f"{query.shape}, {value.shape}, {key.shape}")
@@ -343,20 +339,22 @@ class MultiHeadAttention(Module):
         B, tq, tk = query.shape[0], query.shape[1], key.shape[1]
         xp = backend.get_array_module(query.data)
         mask = self._mask(B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
-        b = self.use_bias
-        if query is value and key is value:
-            q, k, v = self._project_self(query)
+        if query is value and key is value:                    # self-attention: one GEMM
+            q, k, v = self._project(query, ["query", "key", "value"])
+        elif key is value:                                     # key defaults to value: K, V fused
+            q, = self._project(query, ["query"])
+            k, v = self._project(value, ["key", "value"])
         else:
-            q = self._project(query, self.query_kernel, self.query_bias if b else None, "query")
-            k = self._project(key, self.key_kernel, self.key_bias if b else None, "key")
-            v = self._project(value, self.value_kernel, self.value_bias if b else None, "value")
+            q, = self._project(query, ["query"])
+            k, = self._project(key, ["key"])
+            v, = self._project(value, ["value"])
         o, scores = ScaledDotProductAttention(1.0 / math.sqrt(self.key_dim), mask, self.dropout,
                                               training)(q, k, v)                  # (B, H, Tq, dv)
         H, vd = self.num_heads, self.value_dim
         out_shape = self.output_kernel.shape[2:]
         n_out = int(np.prod(out_shape))
         y = o.transpose(0, 2, 1, 3).reshape(B * tq, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
-        if b:
+        if self.use_bias:
             y = y + self.output_bias.reshape(n_out)
         y = y.reshape((B, tq) + tuple(out_shape))
         return (y, scores) if return_attention_scores else y

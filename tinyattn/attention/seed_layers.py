@@ -11,7 +11,7 @@
 
 Conventions shared by every layer here:
 
-* call order is d2l's ``(queries, keys, values)``; masks are boolean with **True = attend**, and may be
+* call order is d2l's ``(queries, keys, values)`` (values default to the keys); masks are boolean with **True = attend**, and may be
   (B, Tk) (one mask per batch row, shared by every query) or anything that broadcasts to the scores
   (B, Tq, Tk); d2l's ``valid_lens`` ((B,) or (B, Tq) integers) are accepted where the tutorial had them;
 * ``return_attention_scores=True`` returns ``(output, weights)``; the weights of the last call are kept,
@@ -59,13 +59,14 @@ def _check_qkv(layer, q, k, v):
                          f"steps (axis 1)")
 
 
-def _key_mask(layer, mask, scores_shape):
-    """A (B, Tk) mask becomes (B, 1, Tk); anything else must broadcast to the scores (B, Tq, Tk)."""
+def _key_mask(layer, mask, scores):
+    """A (B, Tk) mask becomes (B, 1, Tk); anything else must broadcast to the scores (B, Tq, Tk).
+    The mask is moved to the scores' device (NumPy or CuPy)."""
     if mask is None:
         return None
+    scores_shape = scores.shape
     m = mask.data if isinstance(mask, Tensor) else mask
-    if not hasattr(m, "shape"):
-        m = np.asarray(m)
+    m = backend.to_device(np.asarray(m) if not hasattr(m, "shape") else m, backend.device_of(scores.data))
     if m.ndim == 2:
         m = m[:, None, :]
     try:
@@ -79,7 +80,7 @@ def _key_mask(layer, mask, scores_shape):
 
 def _attend(layer, scores, values, mask=None, valid_lens=None, rate=0.0):
     """weights = masked_softmax(scores); out = dropout(weights) @ values; keep weights for plotting."""
-    weights = masked_softmax(scores, _key_mask(type(layer).__name__, mask, scores.shape),
+    weights = masked_softmax(scores, _key_mask(type(layer).__name__, mask, scores),
                              valid_lens=valid_lens)
     object.__setattr__(layer, "last_attention", weights.detach())
     out = dropout(weights, rate, layer.training) @ values
@@ -113,6 +114,8 @@ class BahdanauAttention(_QKVLayer):
     mask (B, Tk) or broadcastable to (B, Tq, Tk), True = attend.
     Weights (``get_weights()`` order): ``W_q (dq, units)``, ``W_k (dk, units)``, ``w_v (units, 1)``; no
     biases. ``dropout`` drops attention weights in training (``last_attention`` is before dropout).
+    A query with no valid key (valid_len 0) gets zero weights and a zero output (d2l's −1e6 fill
+    gives uniform weights there instead); for every other row the two agree.
     Call: ``layer(queries, keys, values, valid_lens=None, mask=None, return_attention_scores=False)``.
     """
 
@@ -120,6 +123,8 @@ class BahdanauAttention(_QKVLayer):
         super().__init__()
         if units <= 0:
             raise ValueError(f"BahdanauAttention: units must be positive, got {units}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"BahdanauAttention: dropout must be in [0, 1), got {dropout}")
         self.units, self.rate, self.dtype = int(units), float(dropout), np.dtype(dtype)
         if query_dim is not None and key_dim is not None:
             self.build([(None, None, query_dim), (None, None, key_dim)])

@@ -122,9 +122,9 @@ class ScaledDotProductAttention(Function):
                     gs += gp_ext
             else:
                 gs = gp_ext.copy()
-            gs *= p                                    # gP ⊙ P
-            r = gs.sum(axis=-1, keepdims=True)         # Σ_k gP ⊙ P
-            gs -= p * r                                # gS = P ⊙ (gP − Σ gP ⊙ P)
+            r = xp.einsum("...k,...k->...", gs, p)     # Σ_k gP ⊙ P, row by row, no temporary
+            gs -= r[..., None]
+            gs *= p                                    # gS = P ⊙ (gP − Σ gP ⊙ P), in place
             sc = q.dtype.type(self.scale)
             if need_q:
                 gq = xp.matmul(gs, k)

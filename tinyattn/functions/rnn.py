@@ -1,17 +1,22 @@
-"""Fused recurrent cells (LSTM, GRU) as Functions with hand-written backward passes.
+"""Fused recurrent layers (LSTM, GRU) as Functions with hand-written backward passes.
 
-Written from the unrolled graph of one step, an LSTM costs dozens of graph nodes per time step; here
-one step is ONE small matmul plus a handful of in-place elementwise passes, and a whole sequence is
-ONE Function: the forward loop over T steps, then back-propagation through time (BPTT) in one
-backward loop. The input projection is *not* in the loop: the layer computes
+Written as an unrolled graph of elementary ops, an LSTM costs dozens of graph nodes per time step.
+Here a single step (``LSTMCellFn``, ``GRUCellFn``) is ONE Function: one small matmul plus a handful
+of in-place elementwise passes. A whole layer over a sequence (``LSTMSequenceFn``,
+``GRUSequenceFn``) is also ONE Function: the forward loop over T steps, then back-propagation
+through time (BPTT) in one backward loop. The work that does not depend on the recurrence is done
+outside the loops, for all T·B rows at once:
 
-    xk = x · K + b          for all T steps at once, one big matmul, (T, B, n·u)
+    forward:   xk = x · K + b                 one (T·B, d)·(d, n·u) matmul before the loop
+    backward:  gx = gz · Kᵀ,  gK = xᵀ · gz,  gR = Σₜ hₜ₋₁ᵀ gzₜ,  gb = Σ gz     after the loop
 
-and hands it over time-major (T, B, ...), so ``xk[t]`` is a contiguous (B, n·u) block. Likewise the
-gradient of the recurrent kernel is one big matmul after the backward loop:  gR = Σ_t hₜ₋₁ᵀ gzₜ.
+Everything runs time-major (T, B, ...) so that ``xk[t]`` is a contiguous (B, n·u) block.
+σ is computed as 1/(1 + e⁻ᶻ) (one exp, about half the cost of a tanh in NumPy): the kernels are
+pre-multiplied by −1 on the sigmoid gate blocks (and by −2 on the LSTM's g block, using
+tanh(z) = 2σ(2z) − 1), so one exp serves every gate of a step.
 
-Shapes: B batch, T time steps, u units. Gate blocks follow Keras (column blocks of width u):
-LSTM  i, f, c(g), o;   GRU  z, r, h.
+Shapes: B batch, T time steps, d input features, u units. Gate blocks follow Keras (column blocks
+of width u): LSTM  i, f, c(g), o;   GRU  z, r, h.
 
 Masks (``mask`` (T, B) boolean, True = a real step), Keras 3's rule: a masked step leaves the state
 unchanged, hₜ = hₜ₋₁ (and cₜ = cₜ₋₁), and its output repeats the previous *output*, which is zero
@@ -27,14 +32,6 @@ from ..autograd import Function
 from .. import backend
 
 __all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence"]
-
-
-def _sigmoid_(a, xp):
-    """a ← σ(a) in place, computed as ½·tanh(a/2) + ½ (stable for any a)."""
-    a *= 0.5
-    xp.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
 
 
 def _quiet():
@@ -83,7 +80,8 @@ def _lstm_activate(xp, a, c, c_new, tc, h_new):
     g -= 1
     i, f, o = a[:, :u], a[:, u:2 * u], a[:, 3 * u:]
     xp.multiply(f, c, out=c_new)
-    c_new += i * g
+    xp.multiply(i, g, out=tc)                 # tc as scratch before it gets tanh(c')
+    c_new += tc
     xp.tanh(c_new, out=tc)
     xp.multiply(o, tc, out=h_new)
 
@@ -111,7 +109,8 @@ def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch):
     """
     u = gh.shape[-1]
     i, f, g = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u]
-    gc += gh * do
+    xp.multiply(gh, do, out=scratch[:, :u])
+    gc += scratch[:, :u]
     xp.multiply(gc, g, out=scratch[:, :u])
     xp.multiply(gc, c, out=scratch[:, u:2 * u])
     xp.multiply(gc, i, out=scratch[:, 2 * u:3 * u])

@@ -15,8 +15,8 @@ from .. import functions as F
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["get_activation", "Dense", "Embedding", "Dropout", "LayerNormalization", "LayerNormFn",
-           "Conv1D", "Im2Col1D", "GlobalMaxPooling1D", "Flatten", "Activation"]
+__all__ = ["get_activation", "Dense", "Embedding", "Dropout", "LayerNormalization", "Conv1D",
+           "GlobalMaxPooling1D", "Flatten", "Activation"]
 
 
 # ------------------------------------------------------------------------------------------------

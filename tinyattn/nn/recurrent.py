@@ -209,7 +209,8 @@ class _RNN(Module):
         return self.cell.weights()
 
     def _prepare(self, x, mask, initial_state, n_states):
-        """x (B, T, d) -> (x·K + b time-major (T, B, n·u) input projection is done by the caller)."""
+        """Check the call's arguments; return x time-major (T, B, d) (reversed in time with
+        ``go_backwards``), the mask time-major (T, B) or None, and the initial states (zeros if none)."""
         x = x if isinstance(x, Tensor) else Tensor(x)
         name = type(self).__name__
         if x.ndim != 3 or x.shape[-1] != self.cell.input_dim:
