@@ -2,13 +2,17 @@
 
 Task: LSTM(128) over T=50 steps, batch 32, 32 input features, float32, return_sequences=True;
 one step = forward + backward of loss = Σ output ⊙ G (G a fixed random upstream gradient), i.e. the
-gradients w.r.t. the input and every weight. The libraries are timed in turns (A, B, C, A, B, C, …)
-so that load from other processes hits them alike; the table reports the median of ``--runs`` steps
-and the ratio to PyTorch. Rows whose library is not installed are skipped.
+gradients w.r.t. the input and every weight (all three libraries start from the same weights).
+The table reports the median of ``--runs`` steps per library and the ratio to PyTorch; rows whose
+library is not installed are skipped.
 
-    python benchmarks/bench_layers.py [--runs 30] [--threads N] [--profile]
+    python benchmarks/bench_layers.py [--runs 30] [--block 5] [--threads N] [--profile]
 
-``--threads N`` caps the BLAS / intra-op threads of every library (set before NumPy is imported).
+The libraries take turns in blocks of ``--block`` consecutive steps (A×5, B×5, C×5, A×5, …): load
+from other processes hits them alike, and a library's idle worker threads (which spin for a while
+after each parallel region) disturb the others less than with strict alternation.
+``--threads N`` caps the BLAS / intra-op threads of every library (set before NumPy is imported);
+on a small, shared machine ``--threads 1`` gives the steadiest ratios.
 ``--profile`` prints a cProfile of the tinyattn step.
 """
 import argparse
@@ -23,6 +27,7 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--block", type=int, default=5, help="consecutive runs of one library per turn")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--profile", action="store_true")
     return p.parse_args()
@@ -107,11 +112,12 @@ def main():
         for _ in range(args.warmup):
             f()
     times = {k: [] for k in steps}
-    for _ in range(args.runs):
+    for _ in range(max(1, args.runs // args.block)):   # rounds of blocks: A×n, B×n, C×n, A×n, …
         for k, f in steps.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(args.block):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
 
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     ref = med.get("pytorch")

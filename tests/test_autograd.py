@@ -392,3 +392,16 @@ def test_truth_value_like_numpy():
         bool(ta.tensor(np.ones(3)) == ta.tensor(np.zeros(3)))
     a = ta.tensor(np.ones(3))
     assert a in [a] and a in {a}                               # identity, not elementwise ==
+
+
+def test_root_gradient_takes_the_output_dtype():
+    x = ta.tensor(np.ones(3, np.float32), requires_grad=True)
+    (x * 2.0).backward(np.ones(3))                      # a float64 upstream gradient
+    assert x.grad.dtype == np.float32
+    x.grad = None
+    (x * 2.0).backward([1.0, 2.0, 3.0])                 # a list
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 4, 6])
+    g, = ta.grad(x * 2.0, [x], grad_outputs=[np.ones(3)])
+    assert g.dtype == np.float32
+    g, = ta.grad(x * 2.0, [x], grad_outputs=[ta.tensor(np.ones(3))])
+    assert g.dtype == np.float32

@@ -346,3 +346,16 @@ def test_lstm_on_backend(backend, rng):
     y.sum().backward()
     assert xt.grad.shape == x.shape
     np.testing.assert_allclose(layer(ta.tensor(x, device=dev)).numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_backward_twice_with_retain_graph(rng, kind):
+    """The backward passes leave the saved forward arrays intact."""
+    x = ta.tensor(rng.standard_normal((B, T, D)).astype(np.float32), requires_grad=True)
+    layer = nn.LSTM(U, return_sequences=True) if kind == "lstm" else nn.GRU(U, return_sequences=True)
+    y = layer(x, mask=MASK_BT)
+    G = rng.standard_normal(y.shape).astype(np.float32)
+    first = [g.numpy() for g in ta.grad(y, [x] + layer.parameters(), G, retain_graph=True)]
+    second = [g.numpy() for g in ta.grad(y, [x] + layer.parameters(), G)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

@@ -185,6 +185,12 @@ def as_array(x, like):
     return a
 
 
+def array_of(x):
+    """The array inside a Tensor; anything else unchanged. (Not ``getattr(x, "data", x)``: an ndarray's
+    ``.data`` is a memoryview.)"""
+    return x.data if isinstance(x, Tensor) else x
+
+
 def as_tensor(x, like=None):
     if isinstance(x, Tensor):
         return x
@@ -370,13 +376,15 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 heappush(heap, key)
 
     with _grad_mode(create_graph):
-        for r, g in zip(roots, root_grads):
+        for r, g in zip(roots, root_grads):   # a root gradient: an array of the output's dtype, or
+            if isinstance(g, Tensor) and not create_graph:   # under create_graph a Tensor (which may
+                g = g.data                                     # itself be differentiated)
+            if not isinstance(g, Tensor):
+                g = backend.get_array_module(r.data).asarray(g, dtype=r.data.dtype)
+                g = Tensor(g) if create_graph else g
             if g.shape != r.data.shape:
                 raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the output has {r.shape}")
-            if create_graph:            # keep a Tensor gradient as it is: it may be differentiated too
-                add_grad(r, g if isinstance(g, Tensor) else Tensor(g))
-            else:
-                add_grad(r, g.data if isinstance(g, Tensor) else g)
+            add_grad(r, g)
         keep = {}                             # non-leaf tensors whose gradient is kept or returned
         wanted = {id(t) for t in capture} if capture is not None else set()
         while heap:                           # deepest generation first: all consumers are done

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import backend
-from .autograd import Tensor
+from .autograd import Tensor, array_of
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm"]
 
@@ -132,7 +132,7 @@ class Optimizer:
                 if k == "step":
                     entry[k] = int(v)
                 else:
-                    v = getattr(v, "data", v)
+                    v = array_of(v)
                     if tuple(np.shape(v)) != p.shape:
                         raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {i} has shape "
                                          f"{tuple(np.shape(v))}, the parameter {p.shape}")

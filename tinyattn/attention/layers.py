@@ -12,6 +12,14 @@ Masks are boolean with True = keep. Two masking conventions meet here, on purpos
 * ``MultiHeadAttention`` uses the fused :func:`scaled_dot_product_attention`, where masked weights
   are exactly 0 and a fully masked row has zero weights and zero output (what Keras's explicit path
   also returns; Keras's fused fast path — no dropout, no returned scores — differs on such rows).
+
+(In float64 a fully masked row of ``Attention`` keeps the softmax of its unmasked scores, since
+s − 1e9 still resolves the differences — again exactly what Keras computes in float64.)
+
+``training``: Keras's call argument. Left as None it follows the module's mode (``layer.train()`` /
+``layer.eval()``, PyTorch style; a new Module is in training mode), whereas Keras's eager default
+is inference — pass ``training=False`` (or call ``.eval()``) to match Keras outside a training loop.
+Dropout only ever acts on the attention weights.
 """
 import math
 
@@ -99,6 +107,7 @@ class _BaseDenseAttention(Module):
                                  f"match scores {scores.shape}")
             if vm.ndim == 2:
                 vm = vm[:, None, :]
+        vm = None if vm is None else xp.asarray(vm)
         smask = combine_masks(vm, causal_mask(tq, tv, xp) if use_causal_mask else None)
         if smask is not None:
             scores = scores - (~smask).astype(scores.dtype) * scores.dtype.type(_LARGE)
@@ -108,7 +117,7 @@ class _BaseDenseAttention(Module):
         if qm is not None:
             if qm.shape != (q.shape[0], tq):
                 raise ValueError(f"{type(self).__name__}: query mask {qm.shape} should be {(q.shape[0], tq)}")
-            out = out * qm[..., None].astype(out.dtype)
+            out = out * xp.asarray(qm[..., None], dtype=out.dtype)
         return (out, weights) if return_attention_scores else out
 
 
@@ -310,7 +319,7 @@ class MultiHeadAttention(Module):
             ms.append(causal_mask(tq, tk, xp))
         if attention_mask is not None:
             ms.append(_bool(attention_mask))
-        m = combine_masks(*ms)
+        m = combine_masks(*[xp.asarray(x) for x in ms])     # NumPy masks move to the GPU with CuPy data
         if m is None:
             return None
         try:

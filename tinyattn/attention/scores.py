@@ -188,15 +188,18 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     tq, tk = q.shape[-2], k.shape[-2]
     xp = backend.get_array_module(q.data)
     if mask is not None:
-        mask = _arr(mask)
+        mask = xp.asarray(_arr(mask))             # a NumPy mask moves to the GPU with CuPy data
         if mask.dtype != bool:
             raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = attend), got "
                             f"dtype {mask.dtype}")
+        sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (tq, tk)
         try:
-            np.broadcast_shapes(tuple(mask.shape), q.shape[:-2] + (tq, tk))
+            ok = tuple(np.broadcast_shapes(tuple(mask.shape), sshape)) == sshape
         except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"scaled_dot_product_attention: mask {tuple(mask.shape)} does not broadcast "
-                             f"to scores {q.shape[:-2] + (tq, tk)}") from None
+                             f"to scores {sshape}")
     if causal:
         mask = combine_masks(mask, causal_mask(tq, tk, xp))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)

@@ -12,7 +12,7 @@ Soft attention averages every value with weights α = softmax(scores). The varia
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, array_of
 from ..functions import exp, sigmoid, tanh
 from ..nn import Module, Parameter, init
 from .masking import masked_softmax
@@ -79,7 +79,7 @@ def local_attention(scores, values, centers, window, mask=None):
     p = centers.reshape(centers.shape + (1,))                         # (B, Tq, 1)
     inside = xp.abs(pos - xp.round(p.data)) <= window                 # (B, Tq, Tk) window mask
     if mask is not None:
-        inside = inside & getattr(mask, "data", mask).astype(bool)
+        inside = inside & array_of(mask).astype(bool)
     sigma = window / 2.0
     gauss = exp((p - pos) * (p - pos) * (-1.0 / (2 * sigma * sigma)))
     w = masked_softmax(scores, inside) * gauss

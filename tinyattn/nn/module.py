@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor
+from ..autograd import Tensor, array_of
 
 
 class Parameter(Tensor):
@@ -148,7 +148,7 @@ class Module:
             raise ValueError(f"load_state_dict({type(self).__name__}): " + "; ".join(problems))
         for n, p in own.items():
             if n in state:
-                v = getattr(state[n], "data", state[n])
+                v = array_of(state[n])
                 xp = backend.get_array_module(p.data)
                 p.data = xp.asarray(backend.to_device(v, p.device), dtype=p.data.dtype).copy()
         return self
@@ -168,7 +168,7 @@ class Module:
             raise ValueError(f"{type(self).__name__}.set_weights: expected {len(ws)} arrays "
                              f"{[p.shape for p in ws]}, got {len(arrays)}")
         for p, a in zip(ws, arrays):
-            a = np.asarray(backend.as_numpy(getattr(a, "data", a)))
+            a = np.asarray(backend.as_numpy(array_of(a)))
             if a.shape != p.shape:
                 raise ValueError(f"{type(self).__name__}.set_weights: shape {a.shape} does not match "
                                  f"weight {p.name or ''} of shape {p.shape}")
