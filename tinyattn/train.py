@@ -141,27 +141,34 @@ def _check_metrics(metrics, name):
 
 
 # -- evaluation --------------------------------------------------------------------------------------
-def _run_eval(model, loss_fn, xs, y, batch_size, want_acc):
-    """(mean loss weighted by batch size, accuracy or None) in eval mode, without a graph."""
+def _eval_batches(model, xs, batch_size):
+    """Yield (indices, output) batch by batch, in order, in eval mode under ``no_grad``; the model's
+    train/eval mode is restored afterwards."""
     dtype, device = _param_info(model)
     n = int(xs[0].shape[0])
-    rule = _accuracy_rule(loss_fn)
-    total, correct, count = 0.0, 0, 0
     was_training = model.training
     model.eval()
     try:
         with no_grad():
             for start in range(0, n, batch_size):
                 idx = np.arange(start, min(start + batch_size, n))
-                pred = model(*[_take(a, idx, dtype, device) for a in xs])
-                yb = _take(y, idx, dtype, device)
-                total += float(loss_fn(yb, pred).item()) * len(idx)
-                if want_acc:
-                    c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))
-                    correct, count = correct + c, count + k
+                yield idx, model(*[_take(a, idx, dtype, device) for a in xs])
     finally:
         model.train(was_training)
-    return total / n, (correct / count if want_acc and count else None)
+
+
+def _run_eval(model, loss_fn, xs, y, batch_size, want_acc):
+    """(mean loss weighted by batch size, accuracy or None) in eval mode, without a graph."""
+    dtype, device = _param_info(model)
+    rule = _accuracy_rule(loss_fn)
+    total, correct, count = 0.0, 0, 0
+    for idx, pred in _eval_batches(model, xs, batch_size):
+        yb = _take(y, idx, dtype, device)
+        total += float(loss_fn(yb, pred).item()) * len(idx)
+        if want_acc:
+            c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))
+            correct, count = correct + c, count + k
+    return total / int(xs[0].shape[0]), (correct / count if want_acc and count else None)
 
 
 def evaluate(model, loss, x, y, batch_size=32, metrics=()):
@@ -188,21 +195,9 @@ def predict(model, x, batch_size=32):
     that returns a tuple or list, e.g. an LSTM with ``return_state``). The model's train/eval mode
     is restored afterwards.
     """
-    xs = _inputs(x, "predict")
-    dtype, device = _param_info(model)
-    n = int(xs[0].shape[0])
-    outs = []
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for start in range(0, n, batch_size):
-                idx = np.arange(start, min(start + batch_size, n))
-                out = model(*[_take(a, idx, dtype, device) for a in xs])
-                outs.append(tuple(backend.as_numpy(o.data) for o in out) if isinstance(out, (tuple, list))
-                            else backend.as_numpy(out.data))
-    finally:
-        model.train(was_training)
+    outs = [tuple(backend.as_numpy(o.data) for o in out) if isinstance(out, (tuple, list))
+            else backend.as_numpy(out.data)
+            for _, out in _eval_batches(model, _inputs(x, "predict"), batch_size)]
     if outs and isinstance(outs[0], tuple):
         return tuple(np.concatenate(parts, axis=0) for parts in zip(*outs))
     return np.concatenate(outs, axis=0)

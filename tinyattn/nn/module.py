@@ -181,32 +181,6 @@ class Module:
         return "\n".join(lines) + ")" if len(lines) > 1 else f"{type(self).__name__}()"
 
 
-class Sequential(Module):
-    """Modules applied in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``."""
-
-    def __init__(self, *layers):
-        super().__init__()
-        for i, layer in enumerate(layers):
-            setattr(self, str(i), layer)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def forward(self, x, **kwargs):
-        for layer in self._modules.values():
-            x = layer(x)
-        return x
-
-    def weights(self):
-        return [w for layer in self for w in layer.weights()]
-
-
 class ModuleList(Module):
     """A list of submodules, registered under their indices."""
 
@@ -227,3 +201,18 @@ class ModuleList(Module):
 
     def __getitem__(self, i):
         return list(self._modules.values())[i]
+
+
+class Sequential(ModuleList):
+    """Modules applied in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``."""
+
+    def __init__(self, *layers):
+        super().__init__(layers)
+
+    def forward(self, x, **kwargs):
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def weights(self):
+        return [w for layer in self for w in layer.weights()]
