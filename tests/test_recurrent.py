@@ -359,3 +359,20 @@ def test_backward_twice_with_retain_graph(rng, kind):
     second = [g.numpy() for g in ta.grad(y, [x] + layer.parameters(), G)]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+
+
+def test_reused_buffers_never_overwrite_live_results(rng):
+    """Sequence Functions recycle their big buffers only once nothing refers to them."""
+    layer = nn.LSTM(U, return_sequences=True, return_state=True)
+    x1, x2 = (ta.tensor(rng.standard_normal((B, T, D)).astype(np.float32)) for _ in range(2))
+    first = layer(x1)
+    saved = [t.numpy() for t in first]
+    for _ in range(6):                                 # more calls than buffers kept per shape
+        layer(x2)
+        y = layer(x2)
+        y[0].sum().backward()
+    for t, s in zip(first, saved):
+        np.testing.assert_array_equal(t.numpy(), s)
+    again = layer(x1)
+    for t, s in zip(again, saved):
+        np.testing.assert_array_equal(t.numpy(), s)

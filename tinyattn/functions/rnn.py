@@ -26,12 +26,56 @@ option, which Bidirectional turns on with return_sequences) a masked step output
 The backward passes here work on arrays only (they save intermediate arrays from the forward pass),
 so these Functions have no double backward: ``create_graph=True`` through them raises an error.
 """
+from collections import OrderedDict
+import sys
+import threading
+
 import numpy as np
 
 from ..autograd import Function
 from .. import backend
 
 __all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence"]
+
+
+class _Workspace:
+    """Reusable NumPy buffers for the big arrays of a sequence Function (gates and states of every
+    step, their derivatives), keyed by (shape, dtype).
+
+    Why: freeing a few megabytes at the end of each training step lets the C allocator hand the
+    memory back to the OS, and fresh memory costs a page fault per 4 KiB on first touch (measured at
+    up to a third of an LSTM training step, depending on the allocator's heuristics). A buffer is handed out again only when nothing else refers to it
+    (its reference count is back to the pool's own), so an output or a saved array that is still
+    alive is never overwritten. At most ``per_key`` buffers per shape and ``max_keys`` shapes are
+    kept. CuPy has its own memory pool, so GPU arrays are simply allocated (and so are all arrays
+    on a free-threaded Python, where reference counts are not exact).
+    """
+
+    def __init__(self, per_key=4, max_keys=16):
+        self.per_key, self.max_keys = per_key, max_keys
+        self.pool = OrderedDict()
+        self.lock = threading.Lock()
+
+    def empty(self, xp, shape, dtype):
+        if xp is not np or not _GIL:
+            return xp.empty(shape, dtype=dtype)
+        key = (tuple(shape), np.dtype(dtype))
+        with self.lock:
+            bufs = self.pool.pop(key, [])
+            self.pool[key] = bufs                       # most recently used last
+            if len(self.pool) > self.max_keys:
+                self.pool.popitem(last=False)
+            for b in bufs:
+                if sys.getrefcount(b) == 3:             # held only by: the list, b, getrefcount's argument
+                    return b
+            b = np.empty(shape, dtype=dtype)
+            if len(bufs) < self.per_key:
+                bufs.append(b)
+            return b
+
+
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()   # reference counts are exact only with the GIL
+_workspace = _Workspace()
 
 
 def _quiet():
@@ -86,10 +130,11 @@ def _lstm_activate(xp, a, c, c_new, tc, h_new):
     xp.multiply(o, tc, out=h_new)
 
 
-def _lstm_derivs(xp, A):
-    """Gate derivatives from the activations A (…, 4u): σ(1 − σ) on i, f, o and 1 − g² on g."""
+def _lstm_derivs(xp, A, D=None):
+    """Gate derivatives from the activations A (…, 4u): σ(1 − σ) on i, f, o and 1 − g² on g
+    (written into ``D`` when given)."""
     u = A.shape[-1] // 4
-    D = 1 - A
+    D = xp.subtract(1, A, out=D)
     D *= A
     Dg = D[..., 2 * u:3 * u]
     xp.multiply(A[..., 2 * u:3 * u], A[..., 2 * u:3 * u], out=Dg)
@@ -193,14 +238,16 @@ class LSTMSequenceFn(Function):
         mask = _check_mask(self.mask, T, B, "lstm")
         dt = x.dtype
         ns = _lstm_scale(xp, u, dt)
+        ws = _workspace
         self.x2 = x.reshape(T * B, d)
-        A = (self.x2 @ (K * ns)).reshape(T, B, 4 * u)  # −s⊙(x·K + b), becomes the activations
+        A = ws.empty(xp, (T, B, 4 * u), dt)            # −s⊙(x·K + b), becomes the activations
+        xp.matmul(self.x2, K * ns, out=A.reshape(T * B, 4 * u))
         if b:
             A += b[0] * ns
         Rn = R * ns
-        H = xp.empty((T + 1, B, u), dtype=dt)          # H[t+1] = state h after step t; H[0] = h0
-        C = xp.empty((T + 1, B, u), dtype=dt)
-        TC = xp.empty((T, B, u), dtype=dt)             # tanh(c') of each step's new c
+        H = ws.empty(xp, (T + 1, B, u), dt)            # H[t+1] = state h after step t; H[0] = h0
+        C = ws.empty(xp, (T + 1, B, u), dt)
+        TC = ws.empty(xp, (T, B, u), dt)               # tanh(c') of each step's new c
         Z = xp.empty((B, 4 * u), dtype=dt)
         H[0], C[0] = h0, c0
         out = H[1:] if mask is None else xp.zeros((T, B, u), dtype=dt)
@@ -225,8 +272,8 @@ class LSTMSequenceFn(Function):
         T, B, u = TC.shape
         gh = xp.zeros_like(h0) if ghT is None else ghT.copy()
         gc = xp.zeros_like(c0) if gcT is None else gcT.copy()
-        GZ = _lstm_derivs(xp, A)                       # gate derivatives; becomes gz step by step
-        DO = TC * TC                                   # o⊙(1 − tanh²c'), all steps at once
+        GZ = _lstm_derivs(xp, A, _workspace.empty(xp, A.shape, A.dtype))  # becomes gz step by step
+        DO = xp.multiply(TC, TC, out=_workspace.empty(xp, TC.shape, TC.dtype))  # o⊙(1 − tanh²c')
         xp.subtract(1, DO, out=DO)
         DO *= A[:, :, 3 * u:]
         RT = xp.ascontiguousarray(R.T)
@@ -303,10 +350,10 @@ def _gru_step(xp, a, h, mats, b_rec, zbuf, aux, h_new, reset_after):
     h_new += hh
 
 
-def _gru_derivs(xp, A):
-    """Derivative factors from the activations A (…, 3u): z(1 − z), r(1 − r), 1 − ĥ²."""
+def _gru_derivs(xp, A, D=None):
+    """Derivative factors from the activations A (…, 3u): z(1 − z), r(1 − r), 1 − ĥ² (into ``D``)."""
     u = A.shape[-1] // 3
-    D = 1 - A
+    D = xp.subtract(1, A, out=D)
     D *= A
     Dh = D[..., 2 * u:]
     xp.multiply(A[..., 2 * u:], A[..., 2 * u:], out=Dh)
@@ -431,15 +478,17 @@ class GRUSequenceFn(Function):
         mask = _check_mask(self.mask, T, B, "gru")
         dt = x.dtype
         s = _gru_scale(xp, u, dt)
+        ws = _workspace
         self.x2 = x.reshape(T * B, d)
-        A = (self.x2 @ (K * s)).reshape(T, B, 3 * u)   # s⊙(x·K + b_in), becomes the activations
+        A = ws.empty(xp, (T, B, 3 * u), dt)            # s⊙(x·K + b_in), becomes the activations
+        xp.matmul(self.x2, K * s, out=A.reshape(T * B, 3 * u))
         b_rec = None
         if b:
             A += (b[0][0] if ra else b[0]) * s
             b_rec = b[0][1] * s if ra else None
         mats = _gru_mats(xp, R, s, ra)
-        H = xp.empty((T + 1, B, u), dtype=dt)
-        AUX = xp.empty((T, B, u), dtype=dt)            # rk_h (reset_after) or r⊙h, per step
+        H = ws.empty(xp, (T + 1, B, u), dt)
+        AUX = ws.empty(xp, (T, B, u), dt)              # rk_h (reset_after) or r⊙h, per step
         zbuf = xp.empty((B, 3 * u if ra else 2 * u), dtype=dt)
         H[0] = h0
         out = H[1:] if mask is None else xp.zeros((T, B, u), dtype=dt)
@@ -461,10 +510,10 @@ class GRUSequenceFn(Function):
         T, B, u = AUX.shape
         ra = self.reset_after
         gh = xp.zeros_like(h0) if ghT is None else ghT.copy()
-        GZ = _gru_derivs(xp, A)                        # derivative factors; becomes gz step by step
+        GZ = _gru_derivs(xp, A, _workspace.empty(xp, A.shape, A.dtype))  # becomes gz step by step
         scratch = xp.empty((B, 3 * u), dtype=x.dtype)
         if ra:
-            GRK = xp.empty_like(A)                     # gradient w.r.t. rk = h·R + b_rec
+            GRK = _workspace.empty(xp, A.shape, A.dtype)  # gradient w.r.t. rk = h·R + b_rec
             RT = xp.ascontiguousarray(R.T)
             RhT = None
         else:
