@@ -94,6 +94,8 @@ class MatMul(Function):
     a 1-D ``a`` is a row (k,) and a 1-D ``b`` a column (k,), that axis dropped from y.
 
     ga = gy @ bᵀ,  gb = aᵀ @ gy   (transposes on the last two axes; batch axes summed by the engine).
+    When b is one matrix shared by a stack a (B, m, k) — a layer's weight — gb = Σ_batch aᵀ gy is
+    computed as ONE (k, B·m) @ (B·m, n) product instead of B small ones and a sum.
     """
 
     def forward(self, a, b):
@@ -102,8 +104,7 @@ class MatMul(Function):
         ka, kb = a.shape[-1], (b.shape[-2] if b.ndim > 1 else b.shape[0])
         if ka != kb:
             raise ValueError(f"matmul: {tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions {ka} and {kb} differ")
-        xp = backend.get_array_module(a, b)
-        return xp.matmul(a, b)
+        return _matmul(a, b)
 
     def backward(self, gy):
         a, b = self.inputs
@@ -115,13 +116,31 @@ class MatMul(Function):
             gy = expand_dims(gy, -2)
         if b.ndim == 1:
             gy = expand_dims(gy, -1)
-        ga = gy @ b2.swapaxes(-1, -2)
-        gb = a2.swapaxes(-1, -2) @ gy
-        if a.ndim == 1:
+        ga = apply(MatMul(), gy, b2.swapaxes(-1, -2)) if self._inputs[0].requires_grad else None
+        gb = None
+        if self._inputs[1].requires_grad:
+            if b2.ndim == 2 and a2.ndim > 2:   # shared weight: one big GEMM over the whole stack
+                k, n = a2.shape[-1], gy.shape[-1]
+                gb = apply(MatMul(), a2.reshape(-1, k).swapaxes(0, 1), gy.reshape(-1, n))
+            else:
+                gb = apply(MatMul(), a2.swapaxes(-1, -2), gy)
+        if a.ndim == 1 and ga is not None:
             ga = ga.squeeze(-2)
-        if b.ndim == 1:
+        if b.ndim == 1 and gb is not None:
             gb = gb.squeeze(-1)
         return ga, gb
+
+
+def _matmul(a, b):
+    """Array a @ b, steering NumPy to its fast paths: a stack (..., m, k) times one matrix (k, n) as
+    one (… · m, k) @ (k, n) GEMM (NumPy would loop over the stack), and an inner size k = 1 as a
+    broadcast product a * b (an outer product, which BLAS does poorly in small batches)."""
+    xp = backend.get_array_module(a, b)
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1:
+        return a * b
+    if b.ndim == 2 and a.ndim > 2:
+        return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return xp.matmul(a, b)
 
 
 def expand_dims(x, axis):

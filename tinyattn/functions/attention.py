@@ -159,6 +159,19 @@ class ScaledDotProductAttention(Function):
         return gq, gk, gv
 
 
+def _tanh_inplace(xp, h):
+    """h ← tanh(h) = 2 / (1 + e^(−2h)) − 1, in place. NumPy's float32 exp is vectorised and its tanh
+    is not: this is ~1.5× faster for the (…, Tq, Tk, h) tensor of additive attention, with an
+    absolute error of a few float32 ulps of 1 (exp overflowing to inf gives the exact −1)."""
+    with np.errstate(over="ignore"):
+        xp.multiply(h, h.dtype.type(-2), out=h)
+        xp.exp(h, out=h)
+        h += 1
+        xp.divide(h.dtype.type(2), h, out=h)
+        h -= 1
+    return h
+
+
 class AdditiveScore(Function):
     """Additive (Bahdanau / Luong-concat) score, fused: qp (..., Tq, h), kp (..., Tk, h), v (h,)
     -> s (..., Tq, Tk) with
@@ -173,7 +186,7 @@ class AdditiveScore(Function):
     def forward(self, qp, kp, v):
         xp = backend.get_array_module(qp, kp, v)
         h = xp.expand_dims(qp, -2) + xp.expand_dims(kp, -3)
-        xp.tanh(h, out=h)
+        _tanh_inplace(xp, h)
         self.H = h
         return xp.matmul(h, v)
 
@@ -194,14 +207,12 @@ class AdditiveScore(Function):
         gq = gk = gv = None
         if need_v:
             gv = h.reshape(-1, n).T @ gs.reshape(-1)
-        if need_q or need_k:
-            xp = backend.get_array_module(h)
-            g = h * h
-            xp.subtract(h.dtype.type(1), g, out=g)      # 1 − H²
-            g *= gs[..., None]
-            g *= v
-            gq = g.sum(axis=-2) if need_q else None
-            gk = g.sum(axis=-3) if need_k else None
+        if need_q or need_k:                            # G = (gs ⊗ v) ⊙ (1 − H²), summed without
+            h2 = h * h                                  # building G: Σ_j gs_ij (1 − H²_ij)
+            if need_q:                                  #   = Σ_j gs_ij − (gs_i· @ H²_i··)
+                gq = (gs.sum(axis=-1)[..., None] - (gs[..., None, :] @ h2)[..., 0, :]) * v
+            if need_k:
+                gk = (gs.sum(axis=-2)[..., None] - (gs[..., None] * h2).sum(axis=-3)) * v
         return gq, gk, gv
 
 
