@@ -94,6 +94,17 @@ def test_attention_pooling_matches_numpy(rng):
     np.testing.assert_allclose(a.numpy(), alpha, rtol=1e-12)
     np.testing.assert_allclose(s.numpy(), (alpha[..., None] * h.numpy()).sum(1), rtol=1e-12)
     ta.gradcheck(lambda h: pool(h, mask=mask), [h], params=pool.parameters())
+    ta.gradgradcheck(lambda h: pool(h, mask=mask), [h], params=pool.parameters())
+
+
+def test_local_attention_key_mask_applies_to_every_query(rng):
+    s, v = _t(rng, 2, 3, 5), _t(rng, 2, 5, 4)
+    centers = np.full((2, 3), 2.0)
+    key_mask = np.ones((2, 5), bool)
+    key_mask[0, 2] = False                                   # batch 0 loses key 2, for every query
+    _, w = local_attention(s, v, centers, window=2, mask=key_mask)
+    w = w.numpy()
+    assert (w[0, :, 2] == 0).all() and (w[1, :, 2] > 0).all()
 
 
 def test_hierarchical_attention_gradients_and_masks(rng):

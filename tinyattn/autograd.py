@@ -214,15 +214,17 @@ class Function:
                 xs = _to_tensors(inputs)
                 break
         if len(xs) > 1:
-            _check_mix(self, xs)
+            xs = _check_mix(self, xs)
         try:
             ys = self.forward(*[x.data for x in xs])
-        except ValueError as e:                # NumPy's broadcast error, reworded to name the op
-            if "could not be broadcast" not in str(e):
+        except (ValueError, IndexError) as e:  # NumPy's errors, reworded to name the op and shapes
+            op, shapes = type(self).__name__.lower(), " and ".join(str(tuple(x.shape)) for x in xs)
+            if "could not be broadcast" in str(e):
+                raise ValueError(f"{op}: shapes {shapes} cannot be broadcast together; reshape or "
+                                 f"expand_dims one side first") from None
+            if str(e).startswith(op):
                 raise
-            shapes = " and ".join(str(tuple(x.shape)) for x in xs)
-            raise ValueError(f"{type(self).__name__.lower()}: shapes {shapes} cannot be broadcast "
-                             f"together; reshape or expand_dims one side first") from None
+            raise type(e)(f"{op}: {e} (input shapes {shapes})") from None
         single = not isinstance(ys, tuple)
         outs = (Tensor(ys),) if single else tuple([Tensor(y) for y in ys])
         if _mode.enabled:
@@ -267,18 +269,23 @@ def _to_tensors(inputs):
 
 
 def _check_mix(fn, xs):
-    """One-line errors for float dtype mixes and CPU/GPU mixes among an op's inputs."""
+    """One-line errors for float dtype mixes and CPU/GPU mixes among an op's inputs; integer and
+    boolean inputs beside a float one take its dtype (float32 + int stays float32). Returns xs."""
     a = xs[0].data
     for x in xs:
         if x.data.dtype != a.dtype or type(x.data) is not type(a):
             break
     else:
-        return                                 # the common case: one dtype, one array type
+        return xs                              # the common case: one dtype, one array type
     dts = {x.data.dtype for x in xs if _is_float(x.data.dtype)}
     if len(dts) > 1:
         raise TypeError(f"{type(fn).__name__.lower()}: dtype mix {', '.join(sorted(map(str, dts)))}; "
                         f"cast one side with .astype(...) so both match")
     backend.check_same_device(type(fn).__name__.lower(), *[x.data for x in xs])
+    if dts:
+        f = dts.pop()
+        xs = [x if x.data.dtype == f else Tensor(x.data.astype(f)) for x in xs]
+    return xs
 
 
 def apply(fn, *args):
@@ -415,6 +422,9 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                     continue
                 if gx.shape != x.data.shape:
                     gx = sum_to(gx, x.data.shape)
+                    if gx.shape != x.data.shape:
+                        raise RuntimeError(f"{type(f).__name__}.backward returned a gradient of shape "
+                                           f"{tuple(gx.shape)} for an input of shape {x.shape}")
                 key = id(x)
                 entry = pending.get(key)
                 if entry is not None:
@@ -433,11 +443,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
     if capture is not None:
         return [keep.get(id(t), (None, None))[1] for t in capture]
     shared = {id(g.data if isinstance(g, Tensor) else g) for g in root_grads}   # the caller holds these
-    for t, g in keep.values():
-        if t.creator is not None or create_graph:
+    for t, g in keep.values():       # leaves, and non-leaves with retain_grad(): both accumulate
+        if create_graph:
             g = g if isinstance(g, Tensor) else Tensor(g)
-            t.grad = g if t.grad is None or t.creator is not None else t.grad + g
-        elif t.grad is None:         # a leaf's .grad owns its array: copy one that another leaf or the
+            t.grad = g if t.grad is None else t.grad + g
+        elif t.grad is None:         # .grad owns its array: copy one that another tensor or the
             if not isinstance(g, np.generic):     # caller shares (y = a + b sends one gy to both) or
                 if id(g) in shared or g.base is not None:      # a view (NumPy scalars: immutable)
                     g = g.copy()

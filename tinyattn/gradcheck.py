@@ -118,7 +118,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
         outs = _outputs(fn(*xs))
         cx = [x for x in list(xs) + params if isinstance(x, Tensor) and x.requires_grad]
         gx = grad(outs, cx, list(gs), create_graph=True, allow_unused=True)
-        return [g for g in gx if g is not None and g.requires_grad]
+        return [g for g in gx if g is not None]   # a detached gradient must fail, not be skipped
 
     return gradcheck(first_grads, inputs + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 2,
                      params=params)

@@ -42,6 +42,12 @@ def _optimizer_arrays(optimizer):
     return arrays
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save(module, path, optimizer=None):
     """Write ``module``'s parameters (by name) — and ``optimizer``'s state, if given — to ``path``.
 
@@ -63,6 +69,7 @@ def save(module, path, optimizer=None):
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -128,8 +135,8 @@ def load(module, path, optimizer=None, strict=True):
     if state and not module.parameters():
         raise ValueError(f"load: {type(module).__name__} has no parameters yet (lazily built layers create "
                          f"them on their first call): call the model once on a sample input, then load")
-    module.load_state_dict(state, strict=strict)
-    if optimizer is not None:
+    opt_state = meta = None
+    if optimizer is not None:              # check the optimizer state before the model is touched
         if "optim/__meta__" not in arrays:
             raise ValueError(f"load: {path!r} has no optimizer state (it was saved without optimizer=)")
         meta = json.loads(str(arrays["optim/__meta__"]))
@@ -140,5 +147,7 @@ def load(module, path, optimizer=None, strict=True):
             parts = key.split("/")
             if len(parts) == 3 and parts[0] == "optim" and parts[1] != "__meta__":
                 opt_state.setdefault(int(parts[1]), {})[parts[2]] = v
+    module.load_state_dict(state, strict=strict)
+    if optimizer is not None:
         optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     return module

@@ -266,7 +266,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
             t0 = time.perf_counter()
             order = backend.rng(np).permutation(n) if shuffle else np.arange(n)
             bar = None
-            if verbose == 1 and _tqdm is not None:
+            if verbose == 1 and _tqdm is not None and sys.stdout.isatty():   # logs get plain lines
                 bar = _tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", leave=True,
                             file=sys.stdout, dynamic_ncols=True)
             total, correct, count = 0.0, 0, 0

@@ -21,7 +21,10 @@ __all__ = ["masked_softmax", "causal_mask", "valid_lens_to_mask", "combine_masks
 
 
 def _arr(m):
-    return m.data if isinstance(m, Tensor) else m
+    """A Tensor's array; a list becomes an array; an array stays as it is."""
+    if isinstance(m, Tensor):
+        return m.data
+    return m if hasattr(m, "dtype") else np.asarray(m)
 
 
 def causal_mask(tq, tk=None, xp=None):

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..functions import concat, dropout, softmax, tanh, broadcast_to
+from ..functions import clip, concat, dropout, softmax, tanh, broadcast_to
 from ..nn import Module, Parameter, init
 from .masking import masked_softmax
 from .layers import MultiHeadAttention
@@ -365,7 +365,7 @@ class CosineAttention(_QKVLayer):
         if queries.shape[-1] != keys.shape[-1]:
             raise ValueError(f"CosineAttention: queries {queries.shape} and keys {keys.shape} need the "
                              f"same last size")
-        tau = self.tau if self.learnable_tau else self.tau0
+        tau = clip(self.tau, 1e-3, None) if self.learnable_tau else self.tau0   # τ stays positive
         scores = S.cosine_score(queries, keys, 1.0 / tau)          # cosine_score multiplies by its τ
         out, weights = _attend(self, scores, values, mask, valid_lens)
         return (out, weights) if return_attention_scores else out

@@ -78,8 +78,9 @@ def local_attention(scores, values, centers, window, mask=None):
     pos = xp.arange(tk, dtype=scores.dtype)                          # s = 0 .. Tk−1
     p = centers.reshape(centers.shape + (1,))                         # (B, Tq, 1)
     inside = xp.abs(pos - xp.round(p.data)) <= window                 # (B, Tq, Tk) window mask
-    if mask is not None:
-        inside = inside & array_of(mask).astype(bool)
+    if mask is not None:                      # a key mask (B, Tk) serves every query: (B, 1, Tk)
+        m = xp.asarray(array_of(mask)).astype(bool)
+        inside = inside & (m[..., None, :] if m.ndim == scores.ndim - 1 else m)
     sigma = window / 2.0
     gauss = exp((p - pos) * (p - pos) * (-1.0 / (2 * sigma * sigma)))
     w = masked_softmax(scores, inside) * gauss

@@ -50,7 +50,24 @@ def _install(T):
     T.astype = astype
 
 
+def _document():
+    """Each public function shows its Function's docstring (formula, shapes, VJP) in help()."""
+    from . import arith as A, elementwise as E, reduce as R, shape as S, nn as N
+    table = {add: A.Add, sub: A.Sub, mul: A.Mul, div: A.Div, neg: A.Neg, matmul: A.MatMul,
+             exp: E.Exp, log: E.Log, sqrt: E.Sqrt, abs: E.Abs, tanh: E.Tanh, sigmoid: E.Sigmoid,
+             relu: E.ReLU, leaky_relu: E.LeakyReLU, gelu: E.GELU, erf: E.Erf, softplus: E.Softplus,
+             clip: E.Clip, maximum: E.Maximum, minimum: E.Minimum, astype: E.Cast, sum: R.Sum,
+             mean: R.Mean, var: R.Var, max: R.Max, min: R.Min, logsumexp: R.LogSumExp,
+             reshape: S.Reshape, transpose: S.Transpose, permute: S.Transpose, swapaxes: S.SwapAxes,
+             expand_dims: S.ExpandDims, squeeze: S.Squeeze, concat: S.Concat, stack: S.Stack,
+             flip: S.Flip, pad: S.Pad, getitem: S.GetItem, softmax: N.Softmax, log_softmax: N.LogSoftmax}
+    for fn, cls in table.items():
+        if not fn.__doc__:
+            fn.__doc__ = cls.__doc__
+
+
 _install(Tensor)
+_document()
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs", "tanh",
            "sigmoid", "relu", "leaky_relu", "gelu", "erf", "softplus", "clip", "maximum", "minimum",

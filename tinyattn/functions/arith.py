@@ -3,8 +3,11 @@
 Broadcasting is allowed everywhere; each backward returns the gradient at the *broadcast* shape
 and the engine (``autograd.sum_to``) sums it back to each input's shape, once, for every op.
 """
+import numpy as np
+
 from ..autograd import Function, Tensor, apply
 from .. import backend
+from .shape import ExpandDims
 
 
 class Add(Function):
@@ -113,9 +116,9 @@ class MatMul(Function):
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         if a.ndim == 1:
-            gy = expand_dims(gy, -2)
+            gy = apply(ExpandDims(-2), gy)
         if b.ndim == 1:
-            gy = expand_dims(gy, -1)
+            gy = apply(ExpandDims(-1), gy)
         ga = apply(MatMul(), gy, b2.swapaxes(-1, -2)) if self._inputs[0].requires_grad else None
         gb = None
         if self._inputs[1].requires_grad:
@@ -143,11 +146,6 @@ def _matmul(a, b):
     return xp.matmul(a, b)
 
 
-def expand_dims(x, axis):
-    from .shape import ExpandDims
-    return apply(ExpandDims(axis), x)
-
-
 def add(a, b):
     return Add()(a, b)
 
@@ -170,8 +168,8 @@ def neg(x):
 
 def pow(a, b):
     """a ** b; a Python-number exponent is a constant, a Tensor exponent gets a gradient too."""
-    if isinstance(b, (int, float)):
-        return PowScalar(b)(a)
+    if isinstance(b, (int, float, np.integer, np.floating)):   # Python numbers stay weak: float32
+        return PowScalar(int(b) if isinstance(b, (int, np.integer)) else float(b))(a)   # stays float32
     return Pow()(a, b)
 
 

@@ -20,7 +20,7 @@ from .. import backend
 from ..autograd import Function, sum_to, _sum_to_array
 from .nn import Softmax
 
-__all__ = ["ScaledDotProductAttention", "AdditiveScore", "MaskedSoftmaxInPlace", "sdpa", "additive"]
+__all__ = ["ScaledDotProductAttention", "AdditiveScore", "MaskedSoftmaxInPlace"]
 
 
 def _softmax_rows_(s, notmask=None):
@@ -214,13 +214,3 @@ class AdditiveScore(Function):
             if need_k:
                 gk = (gs.sum(axis=-2)[..., None] - (gs[..., None] * h2).sum(axis=-3)) * v
         return gq, gk, gv
-
-
-def sdpa(q, k, v, scale, mask=None, dropout=0.0, training=True):
-    """Run :class:`ScaledDotProductAttention` -> (O, P) Tensors (see its docstring)."""
-    return ScaledDotProductAttention(scale, mask, dropout, training)(q, k, v)
-
-
-def additive(qp, kp, v):
-    """Run :class:`AdditiveScore` -> scores (..., Tq, Tk) (see its docstring)."""
-    return AdditiveScore()(qp, kp, v)

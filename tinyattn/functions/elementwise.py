@@ -80,7 +80,7 @@ class ReLU(Masked):
 
     def forward(self, x):
         self.mask = x > 0
-        return x * self.mask
+        return backend.get_array_module(x).where(self.mask, x, x.dtype.type(0))   # relu(−inf) = 0
 
 
 class LeakyReLU(Masked):

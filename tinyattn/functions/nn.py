@@ -2,7 +2,7 @@
 """
 import numpy as np
 
-from ..autograd import Function, Tensor, apply, is_grad_enabled  # noqa: F401
+from ..autograd import Function, Tensor, apply
 from .. import backend
 from .elementwise import Exp
 from .shape import GetItemGrad

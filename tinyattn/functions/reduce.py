@@ -3,6 +3,8 @@
 With ``keepdims=False`` the reduced axes vanish; backward first reshapes gy to the keepdims shape
 ``ks`` (1 on reduced axes), then broadcasts it back to x's shape.
 """
+import numpy as np
+
 from ..autograd import Function, apply, broadcast_to
 from .. import backend
 from .elementwise import Exp
@@ -49,7 +51,7 @@ class Mean(Reduction):
     def backward(self, gy):
         shape = self._inputs[0].shape
         n = _count(shape, self.axis)
-        return self._grad_up(gy, shape) * (1.0 / n)
+        return self._grad_up(gy, shape) * (1.0 / (n or 1))      # n = 0: an empty gradient
 
 
 class Var(Reduction):
@@ -66,7 +68,7 @@ class Var(Reduction):
         x = self.inputs[0]
         n = _count(x.shape, self.axis)
         centered = x - x.mean(axis=self.axis, keepdims=True)
-        return self._grad_up(gy, x.shape) * centered * (2.0 / (n - self.ddof))
+        return self._grad_up(gy, x.shape) * centered * (2.0 / (n - self.ddof) if n != self.ddof else np.nan)
 
 
 class Max(Reduction):

@@ -57,7 +57,7 @@ class _Workspace:
         self.lock = threading.Lock()
 
     def empty(self, xp, shape, dtype):
-        if xp is not np or not _GIL:
+        if xp is not np or not _POOL_SAFE:
             return xp.empty(shape, dtype=dtype)
         key = (tuple(shape), np.dtype(dtype))
         with self.lock:
@@ -74,7 +74,21 @@ class _Workspace:
             return b
 
 
-_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()   # reference counts are exact only with the GIL
+def _refcounts_as_assumed():
+    """Check, once, that ``sys.getrefcount`` counts as ``_Workspace.empty`` assumes: 3 for a buffer
+    held only by the pool's list (list, loop variable, call argument) and 4 once someone else holds it.
+    CPython may count differently (3.14 can borrow references, a free-threaded build is inexact):
+    then the pool is off and every buffer is freshly allocated, never wrongly shared."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    bufs = [np.empty(1)]
+    free = [sys.getrefcount(b) for b in bufs][0]
+    held = bufs[0]                                   # noqa: F841  (a second owner)
+    busy = [sys.getrefcount(b) for b in bufs][0]
+    return free == 3 and busy == 4
+
+
+_POOL_SAFE = _refcounts_as_assumed()
 _workspace = _Workspace()
 
 
@@ -299,7 +313,7 @@ class LSTMSequenceFn(Function):
                 gacc *= 0 if self.zero_output else 1 - m
         GZ2 = GZ.reshape(T * B, 4 * u)
         need = [v.requires_grad for v in self._inputs]
-        gx = (GZ2 @ K.T).reshape(T, B, -1) if need[0] else None
+        gx = (GZ2 @ K.T).reshape(T, B, K.shape[0]) if need[0] else None
         gK = self.x2.T @ GZ2 if need[3] else None
         gR = H[:-1].reshape(T * B, u).T @ GZ2 if need[4] else None
         return (gx, gh, gc, gK, gR) + ((GZ2.sum(axis=0),) if b else ())
@@ -549,7 +563,7 @@ class GRUSequenceFn(Function):
         need = [v.requires_grad for v in self._inputs]
         GZ2 = GZ.reshape(T * B, 3 * u)
         Hp = H[:-1].reshape(T * B, u)
-        gx = (GZ2 @ K.T).reshape(T, B, -1) if need[0] else None
+        gx = (GZ2 @ K.T).reshape(T, B, K.shape[0]) if need[0] else None
         gK = self.x2.T @ GZ2 if need[2] else None
         gb = ()
         if ra:
