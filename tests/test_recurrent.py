@@ -376,3 +376,9 @@ def test_reused_buffers_never_overwrite_live_results(rng):
     again = layer(x1)
     for t, s in zip(again, saved):
         np.testing.assert_array_equal(t.numpy(), s)
+
+
+def test_bidirectional_rejects_a_backward_layer_running_the_same_way():
+    with pytest.raises(ValueError, match="must run the other way"):
+        nn.Bidirectional(nn.LSTM(3), backward_layer=nn.LSTM(3))
+    nn.Bidirectional(nn.LSTM(3), backward_layer=nn.LSTM(3, go_backwards=True))

@@ -338,6 +338,9 @@ class Bidirectional(Module):
             if dtype is not None:
                 cfg["dtype"] = dtype
             backward_layer = type(layer)(**cfg)
+        if backward_layer.go_backwards == layer.go_backwards:
+            raise ValueError("Bidirectional: backward_layer must run the other way: its go_backwards "
+                             f"is {backward_layer.go_backwards}, the same as the forward layer's")
         if (backward_layer.return_sequences != layer.return_sequences
                 or backward_layer.return_state != layer.return_state):
             raise ValueError("Bidirectional: forward and backward layers must agree on return_sequences "
