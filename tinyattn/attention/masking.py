@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..functions.nn import Softmax
+from ..functions.nn import Softmax, MaskedSoftmax
 
 __all__ = ["masked_softmax", "causal_mask", "valid_lens_to_mask", "combine_masks"]
 
@@ -61,32 +61,6 @@ def combine_masks(*masks):
         m = _arr(m).astype(bool, copy=False)
         out = m if out is None else (out & m)
     return out
-
-
-class MaskedSoftmax(Softmax):
-    """y = softmax over the kept entries of x along ``axis``; masked entries get exactly 0.
-
-    y_i = m_i e^(x_i − c) / Σ_j m_j e^(x_j − c),  c = max over kept x (0 if none kept), and a row with
-    no kept entry gives y = 0. The backward is Softmax's fused one, y ⊙ (gy − Σ gy ⊙ y), which is
-    already right here: masked and empty-row entries have y = 0, so their gradient is 0.
-    """
-
-    def __init__(self, mask, axis=-1):
-        super().__init__(axis)
-        self.mask = mask
-
-    def forward(self, x):
-        xp = backend.get_array_module(x)
-        mask = xp.broadcast_to(self.mask, x.shape)
-        y = xp.where(mask, x, -xp.inf).astype(x.dtype, copy=False)
-        c = y.max(axis=self.axis, keepdims=True)
-        c[~xp.isfinite(c)] = 0                 # a fully masked row: any finite shift will do
-        y -= c
-        xp.exp(y, out=y)                       # exp(-inf) = 0 at masked entries
-        s = y.sum(axis=self.axis, keepdims=True)
-        s[s == 0] = 1                          # empty rows stay 0 instead of 0/0 = NaN
-        y /= s
-        return y
 
 
 def masked_softmax(scores, mask=None, valid_lens=None, axis=-1):

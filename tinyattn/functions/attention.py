@@ -10,52 +10,16 @@ node each, in place, with the backward written out by hand:
 Both support double backward: under ``create_graph`` their backward recomputes the intermediates
 from the input Tensors with differentiable ops and returns the same formulas on Tensors.
 
-This module sits below ``tinyattn.attention`` (lower layers never import higher ones), so the
-masked softmax it needs is the in-place ``MaskedSoftmaxInPlace`` below — the same definition as
-``tinyattn.attention.masking.MaskedSoftmax`` (masked entries 0, fully masked rows all 0).
+The masked softmax is the one in ``functions/nn.py`` (``softmax_`` in place on arrays,
+``MaskedSoftmax`` on Tensors): masked entries 0, fully masked rows all 0.
 """
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, sum_to, _sum_to_array
-from .nn import Softmax
+from .nn import MaskedSoftmax, softmax_
 
-__all__ = ["ScaledDotProductAttention", "AdditiveScore", "MaskedSoftmaxInPlace"]
-
-
-def _softmax_rows_(s, notmask=None):
-    """Softmax over the last axis of the array ``s``, IN PLACE. ``notmask`` (bool, broadcastable,
-    True = masked out) entries become 0; a row with every entry masked becomes all 0."""
-    xp = backend.get_array_module(s)
-    if notmask is not None:
-        xp.copyto(s, -xp.inf, where=notmask)
-    m = s.max(axis=-1, keepdims=True)
-    if notmask is not None:
-        m[~xp.isfinite(m)] = 0            # a fully masked row: any finite shift will do
-    s -= m
-    xp.exp(s, out=s)                       # exp(-inf) = 0 at masked entries
-    z = s.sum(axis=-1, keepdims=True)
-    if notmask is not None:
-        z[z == 0] = 1                      # empty rows stay 0 instead of 0/0
-    xp.reciprocal(z, out=z)
-    s *= z
-    return s
-
-
-class MaskedSoftmaxInPlace(Softmax):
-    """y = softmax over the last axis of x, kept entries only (``mask`` True = keep, or None).
-
-    y_i = m_i e^(x_i − c) / Σ_j m_j e^(x_j − c); a row with no kept entry is 0. Backward (inherited,
-    fused): gx = y ⊙ (gy − Σ gy ⊙ y) — zero at masked entries since y = 0 there. Forward works on a
-    copy of x in place (one allocation).
-    """
-
-    def __init__(self, mask=None):
-        super().__init__(-1)
-        self.notmask = None if mask is None else ~mask
-
-    def forward(self, x):
-        return _softmax_rows_(x.copy(), self.notmask)
+__all__ = ["ScaledDotProductAttention", "AdditiveScore"]
 
 
 def _swap(a):
@@ -89,7 +53,7 @@ class ScaledDotProductAttention(Function):
     def forward(self, q, k, v):
         xp = backend.get_array_module(q, k, v)
         s = xp.matmul(q * q.dtype.type(self.scale), _swap(k))      # scale the small side
-        p = _softmax_rows_(s, None if self.mask is None else ~self.mask)
+        p = softmax_(s, None if self.mask is None else ~self.mask)
         self.P = p
         if self.p > 0.0:
             keep = backend.rng(xp).random(p.shape, dtype=p.dtype if p.dtype in (np.float32, np.float64)
@@ -138,7 +102,7 @@ class ScaledDotProductAttention(Function):
         q, k, v = self.inputs
         m = self.M
         s = (q @ _swap(k)) * self.scale
-        p = MaskedSoftmaxInPlace(self.mask)(s)
+        p = MaskedSoftmax(self.mask)(s)
         d = p if m is None else p * m
         gq = gk = gv = None
         if go is not None and need_v:

@@ -1,4 +1,4 @@
-"""Neural-network functions: softmax, log_softmax, dropout, embedding, one_hot.
+"""Neural-network functions: softmax (plain and masked), log_softmax, dropout, embedding, one_hot.
 """
 import numpy as np
 
@@ -6,6 +6,28 @@ from ..autograd import Function, Tensor, apply
 from .. import backend
 from .elementwise import Exp
 from .shape import GetItemGrad
+
+
+def softmax_(s, drop=None, axis=-1):
+    """Softmax of the array ``s`` along ``axis``, IN PLACE (the one kernel every softmax here uses).
+
+    ``drop`` (boolean, broadcastable; True = masked out) entries become exactly 0, and a row whose
+    entries are all masked becomes all 0 (never 0/0 = NaN). Returns ``s``.
+    """
+    xp = backend.get_array_module(s)
+    if drop is not None:
+        xp.copyto(s, -xp.inf, where=drop)
+    m = s.max(axis=axis, keepdims=True)
+    if drop is not None:
+        m[~xp.isfinite(m)] = 0             # a fully masked row: any finite shift will do
+    s -= m
+    xp.exp(s, out=s)                       # exp(-inf) = 0 at masked entries
+    z = s.sum(axis=axis, keepdims=True)
+    if drop is not None:
+        z[z == 0] = 1                      # empty rows stay 0 instead of 0/0
+    xp.reciprocal(z, out=z)
+    s *= z
+    return s
 
 
 class Softmax(Function):
@@ -18,11 +40,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        y = x - x.max(axis=self.axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=self.axis, keepdims=True)
-        return y
+        return softmax_(x.copy(), None, self.axis)
 
     def backward(self, gy):
         y = self.output_values[0]
@@ -32,6 +50,23 @@ class Softmax(Function):
             return gx - y * s
         gx -= y * s                      # fast path: in place, no extra temporary
         return gx
+
+
+class MaskedSoftmax(Softmax):
+    """y = softmax over the kept entries of x along ``axis``; masked entries get exactly 0.
+
+    y_i = m_i e^(x_i − c) / Σ_j m_j e^(x_j − c),  c = max over kept x (0 if none kept), ``mask`` m
+    boolean (True = keep, broadcastable to x; None keeps all), and a row with no kept entry gives
+    y = 0. The backward is Softmax's fused one, y ⊙ (gy − Σ gy ⊙ y), which is already right here:
+    masked and empty-row entries have y = 0, so their gradient is 0.
+    """
+
+    def __init__(self, mask=None, axis=-1):
+        super().__init__(axis)
+        self.mask = mask
+
+    def forward(self, x):
+        return softmax_(x.copy(), None if self.mask is None else ~self.mask, self.axis)
 
 
 class LogSoftmax(Function):
