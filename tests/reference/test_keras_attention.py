@@ -222,3 +222,51 @@ def test_mha_value_mask_and_dropout_eval():
     kcall = lambda q, v: kl(q, v, value_mask=vm, training=False, return_attention_scores=True)   # noqa: E731
     ocall = lambda q, v: ol(q, v, value_mask=vm, training=False, return_attention_scores=True)   # noqa: E731
     _compare(kl, ol, [q, v], kcall, ocall)
+
+
+def test_mha_per_head_4d_mask_with_value_and_query_masks():
+    """Keras reads a 4-D attention_mask as (B, num_heads, Tq, Tk); with heads ≠ batch and value/query
+    masks on top (issue 7: this died in a NumPy broadcast error before)."""
+    kl, ol = _mha_pair(num_heads=3, key_dim=2)
+    rng = np.random.default_rng(11)
+    q, v = _data(tq=4, tv=5, d=4)
+    am = rng.random((2, 3, 4, 5)) > 0.3
+    am[..., 0] = True                            # every (head, query) keeps key 0
+    vm = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 1, 1]], bool)
+    qm = np.ones((2, 4), bool)
+    qm[1, 2] = False                             # a query with no key: zero weights in both
+    kl(q, v)
+    ol(q, v)
+    # Keras itself cannot AND a 4-D mask with value/query masks (a TF broadcast error): it gets the
+    # combined 4-D mask, we get the pieces
+    both = am & vm[:, None, None, :] & qm[:, None, :, None]
+    kcall = lambda q, v: kl(q, v, attention_mask=both, return_attention_scores=True)   # noqa: E731
+    ocall = lambda q, v: ol(q, v, attention_mask=am, value_mask=vm, query_mask=qm,     # noqa: E731
+                            return_attention_scores=True)
+    _compare(kl, ol, [q, v], kcall, ocall)
+    # (1, 1, Tq, Tk): one mask for every batch row and head
+    shared = np.tril(np.ones((4, 5), bool))[None, None]
+    kcall = lambda q, v: kl(q, v, attention_mask=shared, return_attention_scores=True)   # noqa: E731
+    ocall = lambda q, v: ol(q, v, attention_mask=shared, return_attention_scores=True)   # noqa: E731
+    _compare(kl, ol, [q, v], kcall, ocall)
+
+
+@pytest.mark.parametrize("cls", ["Attention", "AdditiveAttention"])
+def test_dense_attention_mask_list_of_three_and_float64_inputs(cls):
+    """Keras accepts a 3-element mask list (the third ignored) and casts float64 inputs to float32."""
+    kl = getattr(keras.layers, cls)()
+    ol = {"Attention": Attention, "AdditiveAttention": AdditiveAttention}[cls]()
+    rng = np.random.default_rng(3)
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))     # float64
+    vm = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    mask = [None, vm, None]
+    ko = kl([q, v], mask=mask)
+    oo = ol([q, v], mask=mask)
+    ol.set_weights(kl.get_weights())
+    oo = ol([q, v], mask=mask)
+    assert oo.dtype == np.float32 and keras.ops.convert_to_numpy(ko).dtype == np.float32
+    _close(oo.numpy(), keras.ops.convert_to_numpy(ko), "output")
+    with pytest.raises(ValueError):
+        kl(ta.tensor(q).numpy())
+    with pytest.raises(ValueError, match="call it on a list"):
+        ol(q)
