@@ -95,12 +95,13 @@ def test_fuzzy_float_mask_is_refused_everywhere(rng):
 def test_binary_float_and_int_masks_mean_the_boolean_mask(rng):
     q, k, v = _qkv(rng)
     bm = np.array([[True, True, False, True], [True, False, True, True]])
+    ref = masked_softmax(ta.tensor(rng.standard_normal((2, 3, 4))), bm[:, None, :])
     for m in (bm.astype(np.float32), bm.astype(np.int64), bm.tolist(), ta.tensor(bm.astype(np.float64))):
-        np.testing.assert_array_equal(
-            scaled_dot_product_attention(q, k, v, mask=m if not isinstance(m, list) else [[r] for r in m]
-                                         ).numpy() if False else
-            scaled_dot_product_attention(q, k, v, mask=as_mask(m, q)[:, None, :]).numpy(),
-            scaled_dot_product_attention(q, k, v, mask=bm[:, None, :]).numpy())
+        m3 = as_mask(m, q)[:, None, :]
+        np.testing.assert_array_equal(m3, bm[:, None, :])
+        lay = BahdanauAttention(3, query_dim=4, key_dim=4, dtype="float64")
+        np.testing.assert_array_equal(lay(q, k, v, mask=m).numpy(), lay(q, k, v, mask=bm).numpy())
+    assert ref.shape == (2, 3, 4)
     # SDPA refused float masks before: a 0/1 float mask is a mask
     np.testing.assert_array_equal(scaled_dot_product_attention(q, k, v, mask=bm[:, None, :].astype(float)).numpy(),
                                   scaled_dot_product_attention(q, k, v, mask=bm[:, None, :]).numpy())

@@ -35,7 +35,7 @@ from ..functions.masks import as_mask, causal_mask, combine_masks
 from ..nn import Module, Parameter, init, cast_input
 from ._base import check_dropout
 from .additive import additive_energy
-from .multihead import MultiHeadAttention
+from .multihead import MultiHeadAttention  # noqa: F401  (Keras's third attention layer, here too)
 
 __all__ = ["Attention", "AdditiveAttention"]
 
