@@ -336,6 +336,8 @@ def test_embedding_keeps_integer_ids_and_dense_casts_ints():
     out = emb([[1, 2, 3]])
     assert out.shape == (1, 3, 3) and out.dtype == np.float32
     assert nn.Dense(2)(np.array([[1, 2]])).dtype == np.float32
+    m = nn.Embedding(10, 3, mask_zero=True).compute_mask([[1, 0, 3]])      # a list was `list != 0`
+    np.testing.assert_array_equal(m.numpy(), [[True, False, True]])
 
 
 def test_cast_input_keeps_the_gradient_of_a_float64_input(rng):

@@ -193,8 +193,7 @@ class Embedding(Module):
         """ids ≠ 0 (same shape as ids, boolean) when ``mask_zero``, else None."""
         if not self.mask_zero:
             return None
-        ids = ids.data if isinstance(ids, Tensor) else ids
-        return Tensor(ids != 0)
+        return Tensor(cast_input(self, ids, "ids", ids=True).data != 0)
 
 
 # ------------------------------------------------------------------------------------------------
