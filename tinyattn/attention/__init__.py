@@ -3,7 +3,7 @@
 | paper / source                         | class or function                                   | file              |
 |----------------------------------------|-----------------------------------------------------|-------------------|
 | (masks: Keras / PyTorch / d2l)         | ``masked_softmax``, ``as_mask``, ``causal_mask``,    | ``masks.py``      |
-|                                        | ``valid_lens_to_mask``, ``combine_masks``            | (``as_mask`` lives in ``tinyattn/functions/masks.py``) |
+|                                        | ``valid_lens_to_mask``, ``combine_masks``            |                   |
 | Luong et al. 2015; Vaswani et al. 2017 | ``dot_score``, ``scaled_dot_score``,                 | ``scores.py``     |
 |                                        | ``general_score``, ``attend``,                       |                   |
 |                                        | ``scaled_dot_product_attention`` (PyTorch's F.sdpa)  |                   |
@@ -24,7 +24,9 @@
 | Keras ``Attention`` / ``AdditiveAttention`` | ``Attention``, ``AdditiveAttention``            | ``keras.py``      |
 
 Every public name is importable from ``tinyattn.attention`` (``__all__``). Masks are True = attend
-everywhere and go through ``as_mask``; layers cast floating inputs to their dtype on entry.
+everywhere and go through ``as_mask`` (defined in ``tinyattn/functions/masks.py``, below ``nn``, so
+the recurrent layers use it too; re-exported by ``masks.py``); layers cast floating inputs to their
+dtype on entry (``tinyattn.nn.cast_input``). Shared layer plumbing is in ``_base.py`` (private).
 τ (``cosine_score``, ``CosineAttention``) is a temperature: the cosine is divided by it.
 """
 from .masks import *  # noqa: F401,F403
