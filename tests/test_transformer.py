@@ -208,3 +208,15 @@ def test_errors_name_the_layer():
     with pytest.raises(ValueError, match="cache"):
         layer(ta.tensor(np.zeros((3, 1, D), np.float32)), cache=c)
     assert len(KVCache(3)) == 3
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_blocks_gradgradcheck(norm_first, rng):
+    enc = _perturb(TransformerEncoderLayer(D, H, FF, 0.0, activation="gelu", norm_first=norm_first)
+                   .astype(np.float64), rng)
+    x = _t(rng.standard_normal((2, 3, D)))
+    assert ta.gradgradcheck(lambda a: enc(a, causal=True), [x], params=enc.parameters())
+    dec = _perturb(TransformerDecoderLayer(D, H, FF, 0.0, norm_first=norm_first).astype(np.float64), rng)
+    m = _t(rng.standard_normal((2, 4, D)))
+    bias = alibi_bias(H, 3, dtype="float64")                     # the textbook (biased) attention path too
+    assert ta.gradgradcheck(lambda a, b: dec(a, b, self_bias=bias), [x, m], params=dec.parameters())
