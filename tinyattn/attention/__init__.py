@@ -22,6 +22,13 @@
 | ``attention_3d_block``                 | ``TimeStepAttention``                                | ``pooling.py``    |
 | Yang et al. 2016 (HAN)                 | ``AttentionPooling``, ``HierarchicalAttention``      | ``pooling.py``    |
 | Keras ``Attention`` / ``AdditiveAttention`` | ``Attention``, ``AdditiveAttention``            | ``keras.py``      |
+| Vaswani 2017; Su 2021 (RoPE); Press 2021 (ALiBi); Raffel 2020 (T5) | ``sinusoidal_positions``, | ``positions.py`` |
+|                                        | ``SinusoidalPositionalEncoding``, ``LearnedPositionalEmbedding``, |  |
+|                                        | ``apply_rotary``, ``RotaryEmbedding``, ``alibi_bias``, |                 |
+|                                        | ``T5RelativePositionBias``                           |                   |
+| Beltagy 2020 (Longformer), Mistral     | ``sliding_window_mask``                              | ``sliding_window.py`` |
+| Ainslie et al. 2023 (GQA); Shazeer 2019 (MQA) | ``GroupedQueryAttention`` (Keras ``GroupQueryAttention``) | ``grouped_query.py`` |
+| Katharopoulos et al. 2020              | ``linear_attention``, ``linear_attention_recurrent`` | ``linear.py``     |
 
 Every public name is importable from ``tinyattn.attention`` (``__all__``). Masks are True = attend
 everywhere and go through ``as_mask`` (defined in ``tinyattn/functions/masks.py``, below ``nn``, so
@@ -39,7 +46,13 @@ from .cosine import *  # noqa: F401,F403
 from .multihead import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .keras import *  # noqa: F401,F403
-from . import masks, scores, additive, multiplicative, local, hard, cosine, multihead, pooling, keras
+from .positions import *  # noqa: F401,F403
+from .sliding_window import *  # noqa: F401,F403
+from .grouped_query import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from . import (masks, scores, additive, multiplicative, local, hard, cosine, multihead, pooling, keras,
+               positions, sliding_window, grouped_query, linear)
 
 __all__ = (masks.__all__ + scores.__all__ + additive.__all__ + multiplicative.__all__ + local.__all__
-           + hard.__all__ + cosine.__all__ + multihead.__all__ + pooling.__all__ + keras.__all__)
+           + hard.__all__ + cosine.__all__ + multihead.__all__ + pooling.__all__ + keras.__all__
+           + positions.__all__ + sliding_window.__all__ + grouped_query.__all__ + linear.__all__)
