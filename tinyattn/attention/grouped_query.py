@@ -25,21 +25,10 @@ from ..autograd import Tensor
 from ..functions import sigmoid
 from ..functions.attention import ScaledDotProductAttention
 from ..nn import Module, Parameter, init
-from .masking import causal_mask, combine_masks, _arr
+from ..functions.masks import as_mask, causal_mask, combine_masks
 from .sliding_window import sliding_window_mask
 
 __all__ = ["GroupedQueryAttention", "GroupQueryAttention"]
-
-
-def _t(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def _bool(m, xp):
-    if m is None:
-        return None
-    m = xp.asarray(_arr(m))
-    return m if m.dtype == bool else (m > 0.5 if m.dtype.kind == "f" else m.astype(bool))
 
 
 class GroupedQueryAttention(Module):
@@ -137,8 +126,8 @@ class GroupedQueryAttention(Module):
 
     def forward(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
                 return_attention_scores=False, training=None, use_causal_mask=False):
-        query, value = _t(query), _t(value)
-        key = value if key is None else _t(key)
+        query, value = self.cast_input(query, "query"), self.cast_input(value, "value")
+        key = value if key is None else self.cast_input(key, "key")
         if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
             raise ValueError(f"GroupedQueryAttention: query, value, key must be (B, T, d), got "
                              f"{query.shape}, {value.shape}, {key.shape}")
@@ -149,18 +138,19 @@ class GroupedQueryAttention(Module):
         B, tq, tk = query.shape[0], query.shape[1], value.shape[1]
         Hkv, r, hd = self.num_key_value_heads, self.num_repeats, self.head_dim
         xp = backend.get_array_module(query.data)
+        W = "GroupedQueryAttention"
         ms = []
         if query_mask is not None:
-            ms.append(_bool(query_mask, xp)[:, :, None])
-        for m in (value_mask, key_mask):
+            ms.append(as_mask(query_mask, query, shape=(B, tq), name="query_mask", where=W)[..., :, None])
+        for name, m in (("value_mask", value_mask), ("key_mask", key_mask)):
             if m is not None:
-                ms.append(_bool(m, xp)[:, None, :])
+                ms.append(as_mask(m, query, shape=(B, tk), name=name, where=W)[..., None, :])
         if use_causal_mask:
             ms.append(causal_mask(tq, tk, xp))
         if self.sliding_window is not None:
             ms.append(sliding_window_mask(tq, tk, self.sliding_window, causal=False, xp=xp))
         if attention_mask is not None:
-            ms.append(_bool(attention_mask, xp))
+            ms.append(as_mask(attention_mask, query, shape=(B, tq, tk), name="attention_mask", where=W))
         mask = combine_masks(*ms)
         if mask is not None:
             try:

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Tensor
 from ..functions import maximum, sqrt
 from ..functions.attention import ScaledDotProductAttention
@@ -166,21 +167,21 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
         mask = combine_masks(mask, causal_mask(tq, tk, q), like=q)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if bias is not None:
-        out, w = _biased_attention(q, k, v, bias, mask, dropout, scale, training, xp)
+        out, w = _biased_attention(q, k, v, bias, mask, dropout, scale, training)
         return (out, w) if return_weights else out
     out, w = ScaledDotProductAttention(scale, mask, dropout, training)(q, k, v)
     return (out, w) if return_weights else out
 
 
-def _biased_attention(q, k, v, bias, mask, dropout, scale, training, xp):
+def _biased_attention(q, k, v, bias, mask, dropout, scale, training):
     """Textbook attention with an additive bias, from differentiable ops:
 
         S = Q Kᵀ · scale + bias    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
     """
     from ..functions import dropout as _dropout
-    from .masking import masked_softmax
-    if not isinstance(bias, Tensor):
-        bias = Tensor(xp.asarray(_arr(bias), dtype=q.dtype))   # constants on the data's device
+    from .masks import masked_softmax
+    if not isinstance(bias, Tensor):                           # a constant, on the data's device
+        bias = Tensor(backend.get_array_module(q.data).asarray(bias, dtype=q.dtype))
     sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
     try:
         ok = tuple(np.broadcast_shapes(bias.shape, sshape)) == sshape

@@ -20,7 +20,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..functions import concat, split
-from ..attention import scaled_dot_product_attention
+from ..attention import scaled_dot_product_attention, as_mask, combine_masks
 
 __all__ = ["LayerKVCache", "KVCache", "project_heads", "mha_attend", "offset_causal_mask"]
 
@@ -97,16 +97,6 @@ def offset_causal_mask(tq, tk, offset, xp):
     return xp.arange(tk)[None, :] <= (xp.arange(tq)[:, None] + offset)
 
 
-def _as_mask(m, xp, name):
-    if m is None:
-        return None
-    m = m.data if isinstance(m, Tensor) else m
-    m = xp.asarray(m)
-    if m.dtype != bool:
-        raise TypeError(f"{name} must be boolean (True = attend), got dtype {m.dtype}")
-    return m
-
-
 def mha_attend(mha, x, kv=None, *, mask=None, key_mask=None, causal=False, bias=None, rotary=None,
                cache=None, cross_cache=False, training=True):
     """Multi-head attention of queries x (B, Tq, d) over kv (B, Tk, d) (kv None: self-attention) with
@@ -142,19 +132,17 @@ def mha_attend(mha, x, kv=None, *, mask=None, key_mask=None, causal=False, bias=
             q, k = rotary(q), rotary(k)
     tk = k.shape[2]
     ms = []
-    m = _as_mask(mask, xp, "attention mask")
+    m = as_mask(mask, x, name="attention mask", where="attention")
     if m is not None:
         ms.append(m[:, None] if m.ndim == 3 else m)            # (B, Tq, Tk) -> (B, 1, Tq, Tk)
-    km = _as_mask(key_mask, xp, "key mask")
+    km = as_mask(key_mask, x, name="key mask", where="attention")
     if km is not None:
         if km.shape != (B, tk):
             raise ValueError(f"attention: key mask must be (B, Tk) = {(B, tk)}, got {tuple(km.shape)}")
         ms.append(km[:, None, None, :])
     if causal:
         ms.append(offset_causal_mask(tq, tk, offset, xp))
-    full = None
-    for m in ms:
-        full = m if full is None else (full & m)
+    full = combine_masks(*ms, like=x)
     o, w = scaled_dot_product_attention(q, k, v, mask=full, dropout=mha.dropout, scale=1.0 / math.sqrt(mha.key_dim),
                                         return_weights=True, training=training, bias=bias)
     H, dv = o.shape[1], o.shape[3]
