@@ -7,6 +7,7 @@ from .module import Module, Parameter, Sequential, ModuleList
 from . import init
 from .layers import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
 
 
 def __getattr__(name):
