@@ -128,12 +128,12 @@ def test_dropout(rng):
 
 def test_flatten_and_pooling(rng):
     x = t64(rng, 2, 5, 3)
-    assert nn.Flatten()(x).shape == (2, 15)
-    assert ta.gradcheck(lambda v: nn.Flatten()(v), [x])
-    y = nn.GlobalMaxPooling1D()(x)
+    assert nn.Flatten(dtype="float64")(x).shape == (2, 15)
+    assert ta.gradcheck(lambda v: nn.Flatten(dtype="float64")(v), [x])
+    y = nn.GlobalMaxPooling1D(dtype="float64")(x)
     np.testing.assert_array_equal(y.numpy(), x.numpy().max(axis=1))
-    assert nn.GlobalMaxPooling1D(keepdims=True)(x).shape == (2, 1, 3)
-    assert ta.gradcheck(lambda v: nn.GlobalMaxPooling1D()(v), [x])
+    assert nn.GlobalMaxPooling1D(keepdims=True, dtype="float64")(x).shape == (2, 1, 3)
+    assert ta.gradcheck(lambda v: nn.GlobalMaxPooling1D(dtype="float64")(v), [x])
     with pytest.raises(ValueError, match="GlobalMaxPooling1D"):
         nn.GlobalMaxPooling1D()(ta.tensor(np.zeros((2, 3))))
 

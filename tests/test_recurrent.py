@@ -310,7 +310,7 @@ def test_errors(rng):
         layer(ta.tensor(np.zeros((B, T, D + 1), np.float32)))
     with pytest.raises(ValueError, match="LSTM: expected input"):
         nn.LSTM(U)(ta.tensor(np.zeros((B, D), np.float32)))
-    with pytest.raises(ValueError, match="mask must have shape"):
+    with pytest.raises(ValueError, match=r"LSTM: mask of shape \(3, 5\) does not broadcast to \(3, 4\)"):
         layer(x, mask=np.ones((B, T + 1), bool))
     with pytest.raises(ValueError, match="initial_state needs 2"):
         layer(x, initial_state=[np.zeros((B, U), np.float32)])

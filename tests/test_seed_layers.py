@@ -55,7 +55,7 @@ def np_many_to_one(h, weights, score):
         W, Wc = weights
         e = np.einsum("bsd,bd->bs", h @ W, h_t)                          # h_t · (h_s W)
     else:
-        W1, W2, v, Wc = weights
+        v, W1, W2, Wc = weights                                        # philipperemy's order
         e = (np.tanh((h_t @ W1)[:, None, :] + h @ W2) @ v)[..., 0]
     a = np_softmax(e, axis=1)                                           # (B, T)
     c = np.einsum("bs,bsd->bd", a, h)
@@ -184,10 +184,10 @@ def test_many_to_one_matches_numpy(rng, score):
     h = T(rng.standard_normal((4, 6, 5)))
     layer = built64(ManyToOneAttention(7, score=score), h)
     shapes = [w.shape for w in layer.get_weights()]
-    assert shapes == ([(5, 5), (10, 7)] if score == "luong" else [(5, 5), (5, 5), (5, 1), (10, 7)])
+    assert shapes == ([(5, 5), (10, 7)] if score == "luong" else [(5, 1), (5, 5), (5, 5), (10, 7)])
     names = [n for n, _ in layer.named_parameters()]
     assert names == (["luong_w", "attention_vector"] if score == "luong"
-                     else ["w1", "w2", "v", "attention_vector"])
+                     else ["v", "w1", "w2", "attention_vector"])
     out, a = layer(h, return_attention_scores=True)
     ref, ref_a = np_many_to_one(h.numpy(), layer.get_weights(), score)
     assert out.shape == (4, 7) and a.shape == (4, 6)
@@ -305,7 +305,7 @@ def test_self_attention_gradcheck_with_mask(rng, causal):
     check_both(lambda x, *p: layer(x, mask=mask), [x] + layer.parameters())
     _, w = layer(x, mask=mask, return_attention_scores=True)
     np.testing.assert_array_equal(w.numpy()[0, :, :, 3], 0.0)              # the padded key
-    with pytest.raises(ValueError, match="SelfAttention: mask must be \\(B, T\\)"):
+    with pytest.raises(ValueError, match=r"SelfAttention: mask of shape \(2, 3\) does not broadcast to \(2, 4\)"):
         layer(x, mask=np.ones((2, 3), bool))
 
 
@@ -338,8 +338,8 @@ def test_many_to_one_keras_parity(rng, score):
     if score == "luong":
         e = layers.Dot(axes=[1, 2])([h_t, dense(d, ws[0])(h)])                # h_t · (h_s W)
     else:
-        s = ops.tanh(ops.expand_dims(dense(d, ws[0])(h_t), 1) + dense(d, ws[1])(h))
-        e = ops.squeeze(dense(1, ws[2])(s), -1)
+        s = ops.tanh(ops.expand_dims(dense(d, ws[1])(h_t), 1) + dense(d, ws[2])(h))
+        e = ops.squeeze(dense(1, ws[0])(s), -1)                                # v first
     alpha = layers.Activation("softmax")(e)                                   # over time
     context = layers.Dot(axes=[1, 1])([h, alpha])
     ref = dense(units, ws[-1], "tanh")(layers.Concatenate()([context, h_t]))

@@ -186,7 +186,7 @@ def as_array(x, like):
 
 
 def array_of(x):
-    """The array inside a Tensor; anything else unchanged. (Not ``getattr(x, "data", x)``: an ndarray's
+    """The array inside a Tensor; anything else unchanged. (Not a getattr of ``.data`` with a default: an ndarray's
     ``.data`` is a memoryview.)"""
     return x.data if isinstance(x, Tensor) else x
 

@@ -29,6 +29,7 @@ import numpy as np
 from . import backend
 from .autograd import Tensor
 from . import functions as F
+from .functions.masks import as_mask
 
 __all__ = ["EPSILON", "mse", "mae", "mean_squared_error", "mean_absolute_error", "binary_crossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "reduce_loss", "Loss",
@@ -114,8 +115,7 @@ def reduce_loss(values, sample_weight=None, mask=None, reduction="sum_over_batch
     dtype = values.dtype
     weight = None
     if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else mask
-        m = xp.asarray(backend.to_device(m, values.device)).astype(bool)
+        m = as_mask(mask, values, name="mask", where=name)
         m, values = _weights_to(name, m, values, "mask")
         m = xp.broadcast_to(m, values.shape)
         if reduction in ("sum_over_batch_size", "mean"):

@@ -1,12 +1,43 @@
-"""Attention (``tinyattn.attention``): masked softmax, every score function, the Keras layers
-``Attention`` / ``AdditiveAttention`` / ``MultiHeadAttention``, the seed tutorials' layers, and the
-hard / local / hierarchical variants."""
-from .masking import *  # noqa: F401,F403
-from .scores import *  # noqa: F401,F403
-from .layers import *  # noqa: F401,F403
-from .seed_layers import *  # noqa: F401,F403
-from .variants import *  # noqa: F401,F403
-from . import masking, scores, layers, seed_layers, variants
+"""Attention (``tinyattn.attention``), one file per mechanism.
 
-__all__ = (masking.__all__ + scores.__all__ + layers.__all__ + seed_layers.__all__
-           + variants.__all__)
+| paper / source                         | class or function                                   | file              |
+|----------------------------------------|-----------------------------------------------------|-------------------|
+| (masks: Keras / PyTorch / d2l)         | ``masked_softmax``, ``as_mask``, ``causal_mask``,    | ``masks.py``      |
+|                                        | ``valid_lens_to_mask``, ``combine_masks``            | (``as_mask`` lives in ``tinyattn/functions/masks.py``) |
+| Luong et al. 2015; Vaswani et al. 2017 | ``dot_score``, ``scaled_dot_score``,                 | ``scores.py``     |
+|                                        | ``general_score``, ``attend``,                       |                   |
+|                                        | ``scaled_dot_product_attention`` (PyTorch's F.sdpa)  |                   |
+| Bahdanau et al. 2015 (d2l)             | ``additive_score``, ``additive_energy``,             | ``additive.py``   |
+|                                        | ``BahdanauAttention``                                |                   |
+| Luong et al. 2015 (global)             | ``LuongAttention`` (dot / general / concat),         | ``multiplicative.py`` |
+|                                        | ``concat_score``                                     |                   |
+| Luong et al. 2015 (local-m, local-p)   | ``LocalMonotonicAttention``,                         | ``local.py``      |
+|                                        | ``LocalPredictiveAttention``, ``LocalAttention``,    |                   |
+|                                        | ``local_attention``, ``local_m_centers``,            |                   |
+|                                        | ``local_p_centers``                                  |                   |
+| Xu et al. 2015 (hard)                  | ``hard_attention``, ``StraightThroughOneHot``        | ``hard.py``       |
+| Graves et al. 2014 (NTM, cosine)       | ``cosine_score`` (scores.py), ``CosineAttention``    | ``cosine.py``     |
+| Vaswani et al. 2017                    | ``MultiHeadAttention`` (Keras), ``SelfAttention``    | ``multihead.py``  |
+| philipperemy keras-attention           | ``ManyToOneAttention``                               | ``pooling.py``    |
+| ``attention_3d_block``                 | ``TimeStepAttention``                                | ``pooling.py``    |
+| Yang et al. 2016 (HAN)                 | ``AttentionPooling``, ``HierarchicalAttention``      | ``pooling.py``    |
+| Keras ``Attention`` / ``AdditiveAttention`` | ``Attention``, ``AdditiveAttention``            | ``keras.py``      |
+
+Every public name is importable from ``tinyattn.attention`` (``__all__``). Masks are True = attend
+everywhere and go through ``as_mask``; layers cast floating inputs to their dtype on entry.
+τ (``cosine_score``, ``CosineAttention``) is a temperature: the cosine is divided by it.
+"""
+from .masks import *  # noqa: F401,F403
+from .scores import *  # noqa: F401,F403
+from .additive import *  # noqa: F401,F403
+from .multiplicative import *  # noqa: F401,F403
+from .local import *  # noqa: F401,F403
+from .hard import *  # noqa: F401,F403
+from .cosine import *  # noqa: F401,F403
+from .multihead import *  # noqa: F401,F403
+from .pooling import *  # noqa: F401,F403
+from .keras import *  # noqa: F401,F403
+from . import masks, scores, additive, multiplicative, local, hard, cosine, multihead, pooling, keras
+
+__all__ = (masks.__all__ + scores.__all__ + additive.__all__ + multiplicative.__all__ + local.__all__
+           + hard.__all__ + cosine.__all__ + multihead.__all__ + pooling.__all__ + keras.__all__)

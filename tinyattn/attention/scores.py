@@ -10,9 +10,9 @@ scores into attention weights α, and ``attend(α, v)`` = α v gives the context
     dot_score          e_ij = q_iᵀ k_j                                   (Luong "dot")
     scaled_dot_score   e_ij = q_iᵀ k_j / √d                              (Vaswani et al. 2017)
     general_score      e_ij = q_iᵀ W k_j                                 (Luong "general")
-    concat_score       e_ij = vᵀ tanh(W [q_i; k_j])                      (Luong "concat")
-    additive_score     e_ij = vᵀ tanh(W_q q_i + W_k k_j)                 (Bahdanau et al. 2015)
-    cosine_score       e_ij = τ · cos(q_i, k_j)                          (Graves et al. 2014, NTM)
+    cosine_score       e_ij = cos(q_i, k_j) / τ                          (Graves et al. 2014, NTM)
+    (additive.py)      e_ij = vᵀ tanh(W_q q_i + W_k k_j)                 (Bahdanau et al. 2015)
+    (multiplicative.py) e_ij = vᵀ tanh(W [q_i; k_j])                     (Luong "concat")
 
 All inputs are Tensors (arrays are wrapped); every function is differentiable twice.
 """
@@ -20,14 +20,13 @@ import math
 
 import numpy as np
 
-from .. import backend
 from ..autograd import Tensor
 from ..functions import maximum, sqrt
-from ..functions.attention import ScaledDotProductAttention, AdditiveScore
-from .masking import causal_mask, combine_masks, _arr
+from ..functions.attention import ScaledDotProductAttention
+from ..functions.masks import as_mask, causal_mask, combine_masks
 
-__all__ = ["dot_score", "scaled_dot_score", "general_score", "concat_score", "additive_score",
-           "cosine_score", "attend", "scaled_dot_product_attention"]
+__all__ = ["dot_score", "scaled_dot_score", "general_score", "cosine_score", "attend",
+           "scaled_dot_product_attention"]
 
 
 def _t(x):
@@ -95,55 +94,26 @@ def general_score(q, k, W):
     return _project(q, W) @ _kt(k)
 
 
-def additive_score(q, k, W_q, W_k, v):
-    """Bahdanau's additive score: e_ij = vᵀ tanh(W_q q_i + W_k k_j).
-
-    q (..., Tq, dq), k (..., Tv, dk), W_q (dq, h), W_k (dk, h), v (h,) -> (..., Tq, Tv).
-    (Row-vector convention: W_q q_i is computed as q_i W_q.) The projections are two GEMMs,
-    Q W_q (..., Tq, h) and K W_k (..., Tv, h); the pairwise sum (..., Tq, Tv, h) is formed by
-    broadcasting and reduced against v in one fused op (:class:`AdditiveScore`).
-    """
-    q, k, W_q, W_k, v = map(_t, (q, k, W_q, W_k, v))
-    if W_q.ndim != 2 or W_k.ndim != 2 or v.ndim != 1 or not (W_q.shape[1] == W_k.shape[1] == v.shape[0]):
-        raise ValueError(f"additive_score: need W_q (dq, h), W_k (dk, h), v (h,), got {W_q.shape}, "
-                         f"{W_k.shape}, {v.shape}")
-    _check_qk("additive_score", q, k, W_q.shape[0], W_k.shape[0])
-    return AdditiveScore()(_project(q, W_q), _project(k, W_k), v)
-
-
-def concat_score(q, k, W, v):
-    """Luong's "concat" score: e_ij = vᵀ tanh(W [q_i; k_j]).
-
-    q (..., Tq, dq), k (..., Tv, dk), W (dq + dk, h), v (h,) -> (..., Tq, Tv).
-    Since [q_i; k_j] W = q_i W[:dq] + k_j W[dq:], this is :func:`additive_score` with W split in two
-    row blocks — no (Tq·Tv, dq + dk) concatenation of all pairs is ever built.
-    """
-    q, k, W, v = map(_t, (q, k, W, v))
-    if W.ndim != 2 or W.shape[0] != q.shape[-1] + k.shape[-1]:
-        raise ValueError(f"concat_score: W must be (dq + dk, h) = ({q.shape[-1]} + {k.shape[-1]}, h), "
-                         f"got {W.shape} (q {q.shape}, k {k.shape})")
-    if v.ndim != 1 or v.shape[0] != W.shape[1]:
-        raise ValueError(f"concat_score: v must be ({W.shape[1]},), got {v.shape}")
-    _check_qk("concat_score", q, k)
-    dq = q.shape[-1]
-    return AdditiveScore()(_project(q, W[:dq]), _project(k, W[dq:]), v)
-
-
 def cosine_score(q, k, tau=1.0, eps=1e-8):
-    """Cosine-similarity score (content addressing of the Neural Turing Machine), sharpened by τ:
+    """Cosine-similarity score (content addressing of the Neural Turing Machine) at temperature τ:
 
-        e_ij = τ · q_iᵀ k_j / (max(‖q_i‖, ε) · max(‖k_j‖, ε))
+        e_ij = cos(q_i, k_j) / τ = q_iᵀ k_j / (max(‖q_i‖, ε) · max(‖k_j‖, ε) · τ)
 
-    q (..., Tq, d), k (..., Tv, d) -> (..., Tq, Tv); values lie in [−τ, τ]. τ may be a float or a
-    Tensor (a learnable key strength). The norms are clamped at ε (as PyTorch's cosine_similarity),
-    so zero vectors give a 0 score with a finite gradient.
+    q (..., Tq, d), k (..., Tv, d) -> (..., Tq, Tv); values lie in [−1/τ, 1/τ]. τ is a
+    *temperature*, as in :class:`CosineAttention` and in a softmax: a small τ sharpens the weights,
+    a large τ flattens them (the NTM's key strength β is 1/τ). τ may be a positive float or a Tensor
+    (learnable). The norms are clamped at ε (as PyTorch's cosine_similarity), so zero vectors give a
+    0 score with a finite gradient.
     """
     q, k = _t(q), _t(k)
     _check_qk("cosine_score", q, k, dk=q.shape[-1])
+    if not isinstance(tau, Tensor) and not tau > 0:
+        raise ValueError(f"cosine_score: tau (the temperature) must be positive, got {tau}")
     e2 = eps * eps
     qn = sqrt(maximum((q * q).sum(axis=-1, keepdims=True), e2))     # (..., Tq, 1)
     kn = sqrt(maximum((k * k).sum(axis=-1, keepdims=True), e2))     # (..., Tv, 1)
-    return ((q / qn) @ _kt(k / kn)) * tau
+    cos = (q / qn) @ _kt(k / kn)
+    return cos / tau if isinstance(tau, Tensor) else cos * (1.0 / float(tau))
 
 
 def attend(weights, v):
@@ -166,8 +136,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     [and weights (..., Tq, Tk), the softmax output *before* dropout, if ``return_weights``].
 
     * scale: default 1/√d.
-    * mask: boolean, True = attend (PyTorch's ``attn_mask``; the opposite of its
-      ``key_padding_mask``), broadcastable to (..., Tq, Tk), e.g. (B, 1, 1, Tk) for padding.
+    * mask: True = attend (bool, or 0/1 ints/floats; PyTorch's boolean ``attn_mask``; the opposite
+      of its ``key_padding_mask``), broadcastable to (..., Tq, Tk), e.g. (B, 1, 1, Tk) for padding.
     * causal: query i attends to keys 0..i (top-left aligned, as PyTorch's ``is_causal``); ANDed
       with ``mask`` when both are given (PyTorch refuses both).
     * A query whose keys are all masked gets zero weights and a zero output (PyTorch ≥ 2.5).
@@ -186,22 +156,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout must be in [0, 1), got {dropout}")
     tq, tk = q.shape[-2], k.shape[-2]
-    xp = backend.get_array_module(q.data)
-    if mask is not None:
-        mask = xp.asarray(_arr(mask))             # a NumPy mask moves to the GPU with CuPy data
-        if mask.dtype != bool:
-            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = attend), got "
-                            f"dtype {mask.dtype}")
-        sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (tq, tk)
-        try:
-            ok = tuple(np.broadcast_shapes(tuple(mask.shape), sshape)) == sshape
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"scaled_dot_product_attention: mask {tuple(mask.shape)} does not broadcast "
-                             f"to scores {sshape}")
+    sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (tq, tk)
+    mask = as_mask(mask, q, shape=sshape, where="scaled_dot_product_attention")
     if causal:
-        mask = combine_masks(mask, causal_mask(tq, tk, xp))
+        mask = combine_masks(mask, causal_mask(tq, tk, q), like=q)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out, w = ScaledDotProductAttention(scale, mask, dropout, training)(q, k, v)
     return (out, w) if return_weights else out

@@ -270,7 +270,7 @@ def minimum(a, b):
 def where(cond, a, b):
     """Elementwise ``a if cond else b``; ``cond`` is a boolean array or Tensor (no gradient)."""
     if isinstance(cond, Tensor):
-        cond = cond.data                       # (not getattr(.., "data"): ndarray.data is a buffer)
+        cond = cond.data                       # (not a getattr with a default: ndarray.data is a buffer)
     like = next((t.data for t in (a, b) if isinstance(t, Tensor)), None)
     xp = backend.get_array_module(like) if like is not None else backend.default_xp()
     return Where(xp.asarray(cond, dtype=bool))(a, b)

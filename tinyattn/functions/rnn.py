@@ -34,6 +34,7 @@ import numpy as np
 
 from ..autograd import Function
 from .. import backend
+from .masks import as_mask
 
 __all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence"]
 
@@ -582,12 +583,18 @@ class GRUSequenceFn(Function):
 def lstm_sequence(x, h0, c0, K, R, b=None, mask=None, zero_output_for_mask=False):
     """Run :class:`LSTMSequenceFn`: x (T, B, d), h0, c0 (B, u), K (d, 4u), R (u, 4u), b (4u,) or None,
     mask (T, B) or None -> (out (T, B, u), h_T (B, u), c_T (B, u))."""
-    mask = getattr(mask, "data", mask)
+    mask = as_mask(mask, x, shape=x.shape[:2], where="lstm_sequence")
+    if mask is not None:                         # (T, B), one contiguous row per step
+        xp = backend.get_array_module(mask)
+        mask = xp.ascontiguousarray(xp.broadcast_to(mask, x.shape[:2]))
     return LSTMSequenceFn(mask, zero_output_for_mask)(*((x, h0, c0, K, R) + ((b,) if b is not None else ())))
 
 
 def gru_sequence(x, h0, K, R, b=None, reset_after=True, mask=None, zero_output_for_mask=False):
     """Run :class:`GRUSequenceFn`: x (T, B, d), h0 (B, u), K (d, 3u), R (u, 3u), b ((2, 3u) with
     ``reset_after``, else (3u,)) or None, mask (T, B) or None -> (out (T, B, u), h_T (B, u))."""
-    mask = getattr(mask, "data", mask)
+    mask = as_mask(mask, x, shape=x.shape[:2], where="gru_sequence")
+    if mask is not None:                         # (T, B), one contiguous row per step
+        xp = backend.get_array_module(mask)
+        mask = xp.ascontiguousarray(xp.broadcast_to(mask, x.shape[:2]))
     return GRUSequenceFn(reset_after, mask, zero_output_for_mask)(*((x, h0, K, R) + ((b,) if b is not None else ())))

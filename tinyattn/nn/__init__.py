@@ -1,17 +1,11 @@
 """Layers (``tinyattn.nn``): Module mechanics from PyTorch, names/arguments/weights from Keras.
 
-The attention layers live one level up (``tinyattn.attention``) and are also reachable here, e.g.
-``tinyattn.nn.MultiHeadAttention``, through a lazy lookup (so this lower layer never imports them).
+The attention layers live one level up, in ``tinyattn.attention`` (import them from there: this
+lower layer never reaches up into it). ``cast_input`` is how every layer takes its inputs: floating
+inputs are cast to the layer's dtype on entry, as in Keras.
 """
-from .module import Module, Parameter, Sequential, ModuleList
+from .module import Module, Parameter, Sequential, ModuleList, cast_input
 from . import init
 from .layers import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
-
-
-def __getattr__(name):
-    from .. import attention
-    if name in getattr(attention, "__all__", ()):
-        return getattr(attention, name)
-    raise AttributeError(f"module 'tinyattn.nn' has no attribute {name!r}")

@@ -3,7 +3,9 @@
 Dense, Embedding, Dropout, LayerNormalization, Conv1D, GlobalMaxPooling1D, Flatten, Activation, and
 ``get_activation``. Layers whose input size is not given at construction build lazily on their first
 call (Keras's ``build``); ``get_weights()`` / ``set_weights()`` take exactly the Keras layer's list,
-so ``ours.set_weights(keras_layer.get_weights())`` copies a trained Keras layer.
+so ``ours.set_weights(keras_layer.get_weights())`` copies a trained Keras layer. Every layer takes
+its input through ``cast_input``: floating inputs (lists, NumPy/CuPy arrays, Tensors) are cast to the
+layer's dtype on entry, as in Keras; an Embedding keeps integer ids as they are.
 
 Shapes: B batch, T time steps, d (or C) features/channels; "…" any number of leading axes.
 """
@@ -13,7 +15,7 @@ from .. import backend
 from ..autograd import Function, Tensor, apply
 from .. import functions as F
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, cast_input
 
 __all__ = ["get_activation", "Dense", "Embedding", "Dropout", "LayerNormalization", "Conv1D",
            "GlobalMaxPooling1D", "Flatten", "Activation"]
@@ -66,10 +68,6 @@ def get_activation(activation):
     return _ACTIVATIONS[activation]
 
 
-def _tensor(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
 def _built(module):
     object.__setattr__(module, "built", True)
 
@@ -110,7 +108,7 @@ class Dense(Module):
         return [self.kernel] + ([self.bias] if self.use_bias else [])
 
     def forward(self, x):
-        x = _tensor(x)
+        x = cast_input(self, x)
         d = self.kernel.shape[0]
         if x.ndim < 1 or x.shape[-1] != d:
             raise ValueError(f"Dense: expected input (…, {d}), got shape {x.shape}")
@@ -132,7 +130,7 @@ class Activation(Module):
         self.dtype = np.dtype(dtype)
 
     def forward(self, x):
-        return self.activation(_tensor(x))
+        return self.activation(cast_input(self, x))
 
 
 class Flatten(Module):
@@ -143,7 +141,7 @@ class Flatten(Module):
         self.dtype = np.dtype(dtype)
 
     def forward(self, x):
-        x = _tensor(x)
+        x = cast_input(self, x)
         if x.ndim == 0:
             raise ValueError("Flatten: expected an input with a batch axis, got a scalar")
         return x.reshape(x.shape[0], -1)
@@ -165,7 +163,7 @@ class Dropout(Module):
 
     def forward(self, x, training=None):
         training = self.training if training is None else training
-        return F.dropout(_tensor(x), self.rate, training=bool(training))
+        return F.dropout(cast_input(self, x), self.rate, training=bool(training))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,7 +187,7 @@ class Embedding(Module):
         _built(self)
 
     def forward(self, ids):
-        return F.embedding(ids, self.embeddings)
+        return F.embedding(cast_input(self, ids, "ids", ids=True), self.embeddings)
 
     def compute_mask(self, ids, mask=None):
         """ids ≠ 0 (same shape as ids, boolean) when ``mask_zero``, else None."""
@@ -275,7 +273,7 @@ class LayerNormalization(Module):
         return ([self.gamma] if self.scale else []) + ([self.beta] if self.center else [])
 
     def forward(self, x):
-        x = _tensor(x)
+        x = cast_input(self, x)
         if x.ndim != self._input_ndim or tuple(x.shape[a] for a in self._axes) != self._pshape:
             raise ValueError(f"LayerNormalization: built for {self._input_ndim}-D inputs with sizes "
                              f"{self._pshape} on axes {self._axes}, got shape {x.shape}")
@@ -397,7 +395,7 @@ class Conv1D(Module):
         return total // 2, total - total // 2
 
     def forward(self, x):
-        x = _tensor(x)
+        x = cast_input(self, x)
         k, C = self.kernel.shape[0], self.kernel.shape[1]
         if x.ndim != 3 or x.shape[-1] != C:
             raise ValueError(f"Conv1D: expected input (B, T, {C}), got shape {x.shape}")
@@ -425,7 +423,7 @@ class GlobalMaxPooling1D(Module):
         self.dtype = np.dtype(dtype)
 
     def forward(self, x):
-        x = _tensor(x)
+        x = cast_input(self, x)
         if x.ndim != 3:
             raise ValueError(f"GlobalMaxPooling1D: expected input (B, T, C), got shape {x.shape}")
         return x.max(axis=1, keepdims=self.keepdims)

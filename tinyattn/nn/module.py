@@ -15,6 +15,93 @@ from .. import backend
 from ..autograd import Tensor, array_of
 
 
+def _is_float(dtype):
+    return np.dtype(dtype).kind == "f"
+
+
+def _layer_device(layer):
+    """The array module of the layer's parameters (None when it has none yet)."""
+    for p in layer.parameters():
+        return backend.get_array_module(p.data)
+    return None
+
+
+def cast_input(layer, x, name="input", ids=False):
+    """An input as a Tensor in the layer's dtype, as Keras layers cast on entry.
+
+    x: a Tensor, a NumPy/CuPy array or a (nested) Python list. Floating inputs become the layer's
+    ``dtype`` (``np.random.rand(...)``, float64, into a float32 layer gives float32; a Tensor is
+    cast with the differentiable ``astype``, so its gradient still flows). With ``ids=True`` (an
+    Embedding's token ids) integer inputs are kept as they are; otherwise integer and boolean
+    inputs become the layer's float dtype too. Arrays and lists are placed on the device of the
+    layer's parameters (or, before it has any, the array's own device / the default backend);
+    a Tensor keeps its device. None stays None. ``name`` is the argument, for error messages.
+    """
+    if x is None:
+        return None
+    dtype = getattr(layer, "dtype", None)
+    dtype = np.dtype(dtype) if dtype is not None else None
+    if isinstance(x, Tensor):
+        xd = x.data.dtype
+        if dtype is None or (ids and xd.kind in "iu") or xd == dtype or not _is_float(dtype):
+            return x
+        if xd.kind not in "iufb":
+            raise TypeError(f"{type(layer).__name__}: {name} has dtype {xd}; expected numbers")
+        return x.astype(dtype)
+    a = x
+    if not (hasattr(a, "dtype") and hasattr(a, "shape")):
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{type(layer).__name__}: {name} could not be read as an array ({e})") from None
+        if a.dtype.kind == "O":
+            raise ValueError(f"{type(layer).__name__}: {name} is ragged or not numeric "
+                             f"(a list of shape {np.shape(a)} of objects)")
+    xp = _layer_device(layer) or (backend.get_array_module(a) if hasattr(x, "dtype") else backend.default_xp())
+    a = backend.as_numpy(a) if xp is np else xp.asarray(a)
+    if a.dtype.kind not in "iufb":
+        raise TypeError(f"{type(layer).__name__}: {name} has dtype {a.dtype}; expected numbers")
+    if dtype is not None and _is_float(dtype) and a.dtype != dtype and not (ids and a.dtype.kind in "iu"):
+        a = a.astype(dtype)
+    return Tensor(a)
+
+
+def _input_shape(first):
+    """The build shape of a layer's first argument: a tuple, a list of tuples for a list of
+    inputs, or None."""
+    if first is None:
+        return None
+    if hasattr(first, "shape"):
+        return tuple(first.shape)
+    if isinstance(first, (list, tuple)) and first and all(hasattr(a, "shape") or a is None for a in first):
+        return [tuple(a.shape) if a is not None else None for a in first]
+    if isinstance(first, (list, tuple)):
+        try:
+            a = np.asarray(first)
+        except (ValueError, TypeError):
+            return None
+        if a.dtype.kind == "O":                 # a list of differently shaped inputs
+            return [tuple(np.shape(e)) for e in first]
+        return tuple(a.shape)
+    return None
+
+
+def _dtype_mix_error(module, err, args, kwargs):
+    """The engine's "dtype mix" error, re-raised naming the layer and which side is the model."""
+    pd = sorted({str(p.data.dtype) for p in module.parameters()})
+    ins = []
+    for v in list(args) + list(kwargs.values()):
+        for e in (v if isinstance(v, (list, tuple)) else [v]):
+            d = getattr(e, "dtype", None)
+            if d is not None and np.dtype(d).kind == "f":
+                ins.append(str(np.dtype(d)))
+    ins = sorted(set(ins))
+    return TypeError(f"{type(module).__name__}: float dtype mix inside the layer: the model's weights "
+                     f"are {', '.join(pd) or 'none'}, its dtype {getattr(module, 'dtype', None)}, the "
+                     f"inputs {', '.join(ins) or 'not floating'} ({err}). Cast the inputs with "
+                     f".astype(...) or the model with model.astype(...) so both sides match")
+
+
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires grad by default)."""
     __slots__ = ()
@@ -63,14 +150,19 @@ class Module:
     # -- calling ------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         if not self.built:
-            first = args[0] if args else None
-            if isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape"):
-                shape = [tuple(a.shape) for a in first]
-            else:
-                shape = tuple(first.shape) if hasattr(first, "shape") else None
-            self.build(shape)
+            self.build(_input_shape(args[0] if args else None))
             object.__setattr__(self, "built", True)
-        return self.forward(*args, **kwargs)
+        try:
+            return self.forward(*args, **kwargs)
+        except TypeError as e:
+            msg = str(e)
+            if "dtype mix" not in msg or "dtype mix inside the layer" in msg:
+                raise
+            raise _dtype_mix_error(self, e, args, kwargs) from e
+
+    def cast_input(self, x, name="input", ids=False):
+        """:func:`cast_input` (``x`` as a Tensor in this layer's dtype, on its device)."""
+        return cast_input(self, x, name, ids)
 
     def build(self, input_shape):
         """Create the parameters once the input shape is known (Keras's lazy build). Default: none."""

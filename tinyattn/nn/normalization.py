@@ -10,6 +10,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor, no_grad
 from .. import functions as F
+from ..functions.masks import as_mask
 from . import init
 from .module import Module, Parameter
 
@@ -96,9 +97,7 @@ class BatchNormalization(Module):
         return mean, F.sum(d * d, axis=axes, keepdims=True) / count
 
     def forward(self, x, training=None, mask=None):
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        if x.dtype.kind == "f" and x.dtype != self.dtype:
-            x = x.astype(self.dtype)                       # Keras casts floating inputs to its dtype
+        x = self.cast_input(x, "inputs")                  # floating inputs -> the layer's dtype
         if x.ndim != self._ndim or x.shape[self._axis] != self.moving_mean.shape[0]:
             raise ValueError(f"BatchNormalization: built for {self._ndim}-D inputs with "
                              f"{self.moving_mean.shape[0]} features on axis {self._axis}, "
@@ -132,7 +131,6 @@ class BatchNormalization(Module):
 def _mask_array(mask, x, xp):
     """Keras's rule: the mask has one axis fewer than x; it is expanded on the last axis and
     broadcast to x. Returned as 0/1 values in x's dtype on x's device."""
-    from ..functions.masks import as_mask
     m = as_mask(mask, x, name="mask", where="BatchNormalization")
     if m.ndim != x.ndim - 1:
         raise ValueError(f"BatchNormalization: the mask must have one axis fewer than the inputs; "

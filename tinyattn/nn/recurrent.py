@@ -10,6 +10,9 @@ Keras; internally the sequence runs time-major:
 so the whole sequence costs one big input matmul, T small recurrent matmuls, and a single graph node
 for the loop (see ``LSTMSequenceFn`` for the math and the backward pass).
 
+Floating inputs and initial states are cast to the layer's dtype on entry (as Keras layers do);
+masks go through ``as_mask`` (bool or 0/1, lists, NumPy/CuPy, Tensors).
+
 Masks (B, T), True = a real step, follow Keras 3: a masked step keeps the state, and its output
 repeats the previous output (zeros before the first real step). ``go_backwards=True`` reads the
 sequence from the end and returns outputs in that (reversed) processing order, like Keras.
@@ -19,9 +22,10 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from .. import functions as F
+from ..functions.masks import as_mask
 from ..functions.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, cast_input
 
 __all__ = ["LSTMCell", "LSTM", "GRUCell", "GRU", "Bidirectional"]
 
@@ -123,9 +127,10 @@ class LSTMCell(_Cell):
         return b
 
     def forward(self, x, states=None, training=False):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = cast_input(self, x)
         self._check_input(x, 2)
         h, c = (None, None) if states is None else states
+        h, c = cast_input(self, h, "states"), cast_input(self, c, "states")
         h, c = self._state(h, x, x.shape[0], "h"), self._state(c, x, x.shape[0], "c")
         xk = x @ self.kernel
         if self.use_bias:
@@ -167,9 +172,10 @@ class GRUCell(_Cell):
         return self.bias, None
 
     def forward(self, x, states=None, training=False):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = cast_input(self, x)
         self._check_input(x, 2)
         h = states[0] if isinstance(states, (list, tuple)) else states
+        h = cast_input(self, h, "states")
         h = self._state(h, x, x.shape[0], "h")
         b_in, b_rec = self._split_bias()
         xk = x @ self.kernel
@@ -211,7 +217,7 @@ class _RNN(Module):
     def _prepare(self, x, mask, initial_state, n_states):
         """Check the call's arguments; return x time-major (T, B, d) (reversed in time with
         ``go_backwards``), the mask time-major (T, B) or None, and the initial states (zeros if none)."""
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = cast_input(self, x)
         name = type(self).__name__
         if x.ndim != 3 or x.shape[-1] != self.cell.input_dim:
             raise ValueError(f"{name}: expected input (B, T, d) with d = {self.cell.input_dim}, got shape {x.shape}")
@@ -219,18 +225,17 @@ class _RNN(Module):
         if T == 0:
             raise ValueError(f"{name}: the input has no time steps (shape {x.shape})")
         xp = backend.get_array_module(x.data)
+        mask = as_mask(mask, x, shape=(B, T), where=name)
         if mask is not None:
-            mask = xp.asarray(backend.to_device(getattr(mask, "data", mask), backend.device_of(x.data)))
-            if mask.shape != (B, T):
-                raise ValueError(f"{name}: mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
-            mask = mask.astype(bool)
+            mask = xp.broadcast_to(mask, (B, T))
         if initial_state is None:
             states = [None] * n_states
         else:
             states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
             if len(states) != n_states:
                 raise ValueError(f"{name}: initial_state needs {n_states} tensor(s), got {len(states)}")
-        states = [self.cell._state(s, x, B, "initial_state") for s in states]
+        states = [self.cell._state(cast_input(self, s, "initial_state"), x, B, "initial_state")
+                  for s in states]
         xt = x.transpose(1, 0, 2)                       # (T, B, d), time-major
         if self.go_backwards:
             xt = F.flip(xt, 0)

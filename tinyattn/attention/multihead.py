@@ -1,204 +1,54 @@
-"""Keras-parity attention layers: ``Attention`` (Luong), ``AdditiveAttention`` (Bahdanau) and
-``MultiHeadAttention`` (Vaswani et al. 2017).
+"""Multi-head attention (Vaswani et al. 2017), as ``keras.layers.MultiHeadAttention``, and
+``SelfAttention`` (multi-head attention of a sequence with itself).
 
-Constructor arguments, defaults, weight shapes and ``get_weights()`` order are Keras 3's, so weights
-copy across with ``layer.set_weights(keras_layer.get_weights())`` and the outputs agree.
-
-Masks are boolean with True = keep. Two masking conventions meet here, on purpose:
-
-* ``Attention`` / ``AdditiveAttention`` follow Keras exactly: a masked score gets 1e9 *subtracted*
-  (not replaced), so a query whose keys are all masked comes out with uniform weights 1/Tv (every
-  score shifted by the same amount), just as in Keras. The query mask then zeroes output rows.
-* ``MultiHeadAttention`` uses the fused :func:`scaled_dot_product_attention`, where masked weights
-  are exactly 0 and a fully masked row has zero weights and zero output (what Keras's explicit path
-  also returns; Keras's fused fast path — no dropout, no returned scores — differs on such rows).
-
-(In float64 a fully masked row of ``Attention`` keeps the softmax of its unmasked scores, since
-s − 1e9 still resolves the differences — again exactly what Keras computes in float64.)
+Masks are boolean with True = attend. ``MultiHeadAttention`` uses the fused
+:func:`~tinyattn.attention.scores.scaled_dot_product_attention` node, where masked weights are exactly
+0 and a fully masked row has zero weights and zero output (what Keras's explicit path also returns;
+Keras's fused fast path — no dropout, no returned scores — differs on such rows).
 
 ``training``: Keras's call argument. Left as None it follows the module's mode (``layer.train()`` /
 ``layer.eval()``, PyTorch style; a new Module is in training mode), whereas Keras's eager default
 is inference — pass ``training=False`` (or call ``.eval()``) to match Keras outside a training loop.
-Dropout only ever acts on the attention weights.
 """
 import math
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor
-from ..functions import dropout as _dropout, broadcast_to, concat, split
-from ..functions.attention import ScaledDotProductAttention, AdditiveScore
-from ..nn import Module, Parameter, init
-from .masking import causal_mask, combine_masks, _arr
+from ..autograd import array_of
+from ..functions import concat, split
+from ..functions.attention import ScaledDotProductAttention
+from ..functions.masks import as_mask, causal_mask, combine_masks
+from ..nn import Module, Parameter, init, cast_input
+from ._base import check_rank
 
-__all__ = ["Attention", "AdditiveAttention", "MultiHeadAttention"]
-
-_LARGE = 1.0e9
-
-
-def _t(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
+__all__ = ["MultiHeadAttention", "SelfAttention"]
 
 
-def _bool(m):
-    """A mask as a boolean array (True = keep); None stays None."""
-    if m is None:
+def _output_shape(output_shape):
+    """Keras's ``output_shape``: None, a positive int, or a tuple/list of positive ints."""
+    if output_shape is None:
         return None
-    m = _arr(m)
-    if m.dtype != bool:
-        if m.dtype.kind == "f":
-            m = m > 0.5                  # Keras reads a float mask as "keep where > 0.5"
-        else:
-            m = m.astype(bool)
-    return m
-
-
-class _BaseDenseAttention(Module):
-    """Shared call logic of Keras's ``Attention`` and ``AdditiveAttention`` (``_score`` differs)."""
-
-    def __init__(self, use_scale, dropout, dtype):
-        super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}")
-        self.use_scale = use_scale
-        self.dropout = float(dropout)
-        self.dtype = np.dtype(dtype)
-
-    def _unpack(self, inputs):
-        name = type(self).__name__
-        if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
-            raise ValueError(f"{name}: call it on a list [query, value] or [query, value, key], got "
-                             f"{type(inputs).__name__}")
-        q, v = _t(inputs[0]), _t(inputs[1])
-        k = _t(inputs[2]) if len(inputs) == 3 else v
-        if q.ndim != 3 or v.ndim != 3 or k.ndim != 3:
-            raise ValueError(f"{name}: query, value, key must be (B, T, dim), got {q.shape}, {v.shape}, {k.shape}")
-        if k.shape[:2] != v.shape[:2] or q.shape[0] != v.shape[0]:
-            raise ValueError(f"{name}: batch/length mismatch: query {q.shape}, value {v.shape}, key {k.shape}")
-        return q, v, k
-
-    def forward(self, inputs, mask=None, training=None, return_attention_scores=False,
-                use_causal_mask=False):
-        """inputs = [query (B, Tq, d), value (B, Tv, dv)(, key (B, Tv, d))]; key defaults to value.
-
-        mask = [query_mask (B, Tq), value_mask (B, Tv)] (either may be None), True = keep.
-        training: None means ``self.training`` (dropout on the weights only when training).
-        Returns out (B, Tq, dv) [and the weights (B, Tq, Tv) after dropout, as Keras].
-
-            e = score(q, k)                               (B, Tq, Tv)
-            e ← e − 1e9 · ¬(value_mask ∧ causal)          (Keras: subtracted, not replaced)
-            α = dropout(softmax(e));   out = α v;   out_i ← 0 where query_mask_i is False
-        """
-        q, v, k = self._unpack(inputs)
-        training = self.training if training is None else training
-        qm = vm = None
-        if mask is not None:
-            if not isinstance(mask, (list, tuple)) or len(mask) != 2:
-                raise ValueError(f"{type(self).__name__}: mask must be [query_mask, value_mask]")
-            qm = _bool(mask[0])
-            vm = _bool(mask[1])
-        scores = self._score(q, k)
-        xp = backend.get_array_module(scores.data)
-        tq, tv = scores.shape[-2], scores.shape[-1]
-        if vm is not None:
-            if vm.shape not in ((q.shape[0], tv), (q.shape[0], 1, tv), (q.shape[0], tq, tv)):
-                raise ValueError(f"{type(self).__name__}: value mask of shape {vm.shape} does not "
-                                 f"match scores {scores.shape}")
-            if vm.ndim == 2:
-                vm = vm[:, None, :]
-        vm = None if vm is None else xp.asarray(vm)
-        smask = combine_masks(vm, causal_mask(tq, tv, xp) if use_causal_mask else None)
-        if smask is not None:
-            scores = scores - (~smask).astype(scores.dtype) * scores.dtype.type(_LARGE)
-        weights = scores.softmax(axis=-1)
-        weights = _dropout(weights, self.dropout, training)
-        out = weights @ v
-        if qm is not None:
-            if qm.shape != (q.shape[0], tq):
-                raise ValueError(f"{type(self).__name__}: query mask {qm.shape} should be {(q.shape[0], tq)}")
-            out = out * xp.asarray(qm[..., None], dtype=out.dtype)
-        return (out, weights) if return_attention_scores else out
-
-
-class Attention(_BaseDenseAttention):
-    """Dot-product (Luong) attention layer, as ``keras.layers.Attention``.
-
-    Args: use_scale (False): learn a scalar ``scale`` (init 1); score_mode "dot" or "concat";
-    dropout on the attention weights. Weights (``get_weights()`` order): [scale] if use_scale, then
-    [concat_score_weight] (a scalar, init 1) if score_mode == "concat".
-
-    query (B, Tq, d), key (B, Tv, d), value (B, Tv, dv):
-
-        dot:     e_ij = scale · q_iᵀ k_j                     (scale = 1 without use_scale, never 1/√d)
-        concat:  e_ij = c · Σ_d tanh(scale · (q_id + k_jd))  (c = concat_score_weight)
-
-    then masked softmax and α v as in ``_BaseDenseAttention.forward``.
-    """
-
-    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, dtype="float32"):
-        if score_mode not in ("dot", "concat"):
-            raise ValueError(f"Attention: score_mode must be 'dot' or 'concat', got {score_mode!r}")
-        super().__init__(use_scale, dropout, dtype)
-        self.score_mode = score_mode
-
-    def build(self, input_shape):
-        if self.use_scale:
-            self.scale = Parameter(init.ones((), self.dtype), name="scale")
-        if self.score_mode == "concat":
-            self.concat_score_weight = Parameter(init.ones((), self.dtype), name="concat_score_weight")
-
-    def weights(self):
-        return ([self.scale] if self.use_scale else []) + \
-               ([self.concat_score_weight] if self.score_mode == "concat" else [])
-
-    def _score(self, q, k):
-        if q.shape[-1] != k.shape[-1]:
-            raise ValueError(f"Attention: query {q.shape} and key {k.shape} need the same last dimension")
-        if self.score_mode == "dot":
-            s = q @ k.swapaxes(-1, -2)
-            return s * self.scale if self.use_scale else s
-        if self.use_scale:
-            q, k = q * self.scale, k * self.scale
-        c = broadcast_to(self.concat_score_weight, (q.shape[-1],))      # Σ_d c·tanh = (c 1)ᵀ tanh
-        return AdditiveScore()(q, k, c)
-
-
-class AdditiveAttention(_BaseDenseAttention):
-    """Additive (Bahdanau-style) attention layer, as ``keras.layers.AdditiveAttention``.
-
-    Args: use_scale (True): learn ``scale`` (d,) (glorot_uniform init); dropout on the weights.
-    Weights: [scale] if use_scale. No projections (put Dense layers in front for full Bahdanau).
-
-    query (B, Tq, d), key (B, Tv, d), value (B, Tv, dv):
-
-        e_ij = Σ_d scale_d · tanh(q_id + k_jd)     (scale_d = 1 without use_scale)
-    """
-
-    def __init__(self, use_scale=True, dropout=0.0, dtype="float32"):
-        super().__init__(use_scale, dropout, dtype)
-
-    def build(self, input_shape):
-        if self.use_scale:
-            self.scale = Parameter(init.glorot_uniform((input_shape[0][-1],), self.dtype), name="scale")
-
-    def weights(self):
-        return [self.scale] if self.use_scale else []
-
-    def _score(self, q, k):
-        if q.shape[-1] != k.shape[-1]:
-            raise ValueError(f"AdditiveAttention: query {q.shape} and key {k.shape} need the same last dimension")
-        if self.use_scale and self.scale.shape[0] != q.shape[-1]:
-            raise ValueError(f"AdditiveAttention: built for dim {self.scale.shape[0]}, got query {q.shape}")
-        v = self.scale if self.use_scale else backend.get_array_module(q.data).ones(q.shape[-1], q.dtype)
-        return AdditiveScore()(q, k, v)
+    err = ValueError(f"MultiHeadAttention: invalid output_shape {output_shape!r}: when specified, "
+                     f"output_shape must be a positive int or a tuple/list of positive ints "
+                     f"(the output's shape besides the batch and sequence axes)")
+    if isinstance(output_shape, bool):
+        raise err
+    if hasattr(output_shape, "__index__"):
+        output_shape = (output_shape,)
+    if not isinstance(output_shape, (tuple, list)) or not output_shape:
+        raise err
+    for s in output_shape:
+        if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) <= 0:
+            raise err
+    return tuple(int(s) for s in output_shape)
 
 
 def _np(x):
     """A NumPy array from a NumPy array, a Tensor or a PyTorch tensor (without importing torch)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
-    return backend.as_numpy(getattr(x, "data", x) if isinstance(x, Tensor) else x)
+    return backend.as_numpy(array_of(x))
 
 
 class MultiHeadAttention(Module):
@@ -220,9 +70,11 @@ class MultiHeadAttention(Module):
         A_h = softmax(Q_h K_hᵀ / √dk, masked)        (B, H, Tq, Tk)   (returned scores)
         O   = Σ_h dropout(A_h) V_h W^O_h + b^O        (B, Tq, *out)
 
-    Masks (True = attend): attention_mask (B, Tq, Tk) (or broadcastable), value_mask / key_mask
-    (B, Tk), query_mask (B, Tq) (Keras reads it from the query's Keras mask), use_causal_mask — all
-    ANDed. A query with no key left gets zero weights and a zero output row.
+    Masks (True = attend; bool or 0/1, any array kind, through :func:`as_mask`): attention_mask
+    (B, Tq, Tk) or anything broadcasting to it, or 4-D (B, H, Tq, Tk) / (B|1, 1, Tq, Tk) — a mask per
+    head, as Keras reads a 4-D mask; value_mask / key_mask (B, Tk); query_mask (B, Tq) (Keras reads it
+    from the query's Keras mask); use_causal_mask — all ANDed, as (B|1, H|1, Tq, Tk). A query with no
+    key left gets zero weights and a zero output row.
     """
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
@@ -240,10 +92,7 @@ class MultiHeadAttention(Module):
         self.value_dim = int(value_dim) if value_dim else self.key_dim
         self.dropout = float(dropout)
         self.use_bias = use_bias
-        if output_shape is not None:
-            output_shape = (int(output_shape),) if isinstance(output_shape, (int, np.integer)) \
-                else tuple(int(s) for s in output_shape)
-        self.output_shape = output_shape
+        self.output_shape = _output_shape(output_shape)
         self.kernel_initializer = init.get(kernel_initializer)
         self.bias_initializer = init.get(bias_initializer)
         self.dtype = np.dtype(dtype)
@@ -278,9 +127,16 @@ class MultiHeadAttention(Module):
         return [self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel]
 
     def __call__(self, query, value, key=None, **kwargs):
+        same_qv, same_kv = value is query, key is None or key is value
+        query = cast_input(self, query, "query")
+        value = query if same_qv else cast_input(self, value, "value")
+        key = value if same_kv else cast_input(self, key, "key")
         if not self.built:
-            self.build(tuple(query.shape), tuple(value.shape), None if key is None else tuple(key.shape))
-        return self.forward(query, value, key, **kwargs)
+            if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
+                raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d), got "
+                                 f"{query.shape}, {value.shape}, {key.shape}")
+            self.build(tuple(query.shape), tuple(value.shape), tuple(key.shape))
+        return Module.__call__(self, query, value, key, **kwargs)
 
     # -- the computation -----------------------------------------------------------------------
     def _project(self, x, names):
@@ -308,36 +164,41 @@ class MultiHeadAttention(Module):
         parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
         return [part.reshape(B, T, H, n).transpose(0, 2, 1, 3) for part, n in zip(parts, ns)]
 
-    def _mask(self, B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, causal):
+    def _mask(self, like, B, tq, tk, attention_mask, query_mask, value_mask, key_mask, causal):
+        """Every mask through :func:`as_mask`, ANDed into one that broadcasts to (B, H, Tq, Tk):
+        query_mask -> (B, 1, Tq, 1), value/key masks -> (B, 1, 1, Tk), causal (Tq, Tk),
+        a 3-D attention_mask (B, Tq, Tk) -> (B, 1, Tq, Tk), a 4-D one as it is (per head)."""
+        H, w = self.num_heads, "MultiHeadAttention"
+        xp = backend.get_array_module(like.data)
         ms = []
-        if query_mask is not None:
-            ms.append(_bool(query_mask)[:, :, None])
-        for vm in (value_mask, key_mask):
+        qm = as_mask(query_mask, like, shape=(B, tq), name="query_mask", where=w)
+        if qm is not None:
+            ms.append(xp.broadcast_to(qm, (B, tq))[:, None, :, None])
+        for nm, vm in (("value_mask", value_mask), ("key_mask", key_mask)):
+            vm = as_mask(vm, like, shape=(B, tk), name=nm, where=w)
             if vm is not None:
-                ms.append(_bool(vm)[:, None, :])
+                ms.append(xp.broadcast_to(vm, (B, tk))[:, None, None, :])
         if causal:
             ms.append(causal_mask(tq, tk, xp))
-        if attention_mask is not None:
-            ms.append(_bool(attention_mask))
-        m = combine_masks(*[xp.asarray(x) for x in ms])     # NumPy masks move to the GPU with CuPy data
-        if m is None:
-            return None
-        try:
-            shape = np.broadcast_shapes(tuple(m.shape), (B, tq, tk))
-        except ValueError:
-            raise ValueError(f"MultiHeadAttention: masks of shapes {[tuple(x.shape) for x in ms]} do not "
-                             f"broadcast to (B, Tq, Tk) = {(B, tq, tk)}") from None
-        m = xp.broadcast_to(m, shape) if m.ndim < 3 else m
-        return m[:, None] if m.ndim == 3 else m        # (B, 1, Tq, Tk): heads broadcast
+        am = as_mask(attention_mask, like, name="attention_mask", where=w)
+        if am is not None:
+            if am.ndim == 4:
+                am = as_mask(am, like, shape=(B, H, tq, tk), name="attention_mask (per head)", where=w)
+            else:
+                am = as_mask(am, like, shape=(B, tq, tk), name="attention_mask", where=w)
+                if am.ndim == 3:
+                    am = am[:, None]
+            ms.append(am)
+        return combine_masks(*ms, like=like, where=w)
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
                 training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None):
         """Returns out (B, Tq, *out) [and the attention scores (B, H, Tq, Tk), before dropout].
         training: None means ``self.training``."""
         same_qv, same_kv = value is query, key is None or key is value
-        query = _t(query)
-        value = query if same_qv else _t(value)
-        key = value if same_kv else _t(key)
+        query = cast_input(self, query, "query")
+        value = query if same_qv else cast_input(self, value, "value")
+        key = value if same_kv else cast_input(self, key, "key")
         if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
             raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d), got "
                              f"{query.shape}, {value.shape}, {key.shape}")
@@ -346,8 +207,7 @@ class MultiHeadAttention(Module):
                              f"value {value.shape}, key {key.shape}")
         training = self.training if training is None else training
         B, tq, tk = query.shape[0], query.shape[1], key.shape[1]
-        xp = backend.get_array_module(query.data)
-        mask = self._mask(B, tq, tk, xp, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
+        mask = self._mask(query, B, tq, tk, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
         if query is value and key is value:                    # self-attention: one GEMM
             q, k, v = self._project(query, ["query", "key", "value"])
         elif key is value:                                     # key defaults to value: K, V fused
@@ -419,3 +279,36 @@ class MultiHeadAttention(Module):
             ws.append(sd["out_proj.bias"])
         self.set_weights(ws)
         return self
+
+
+class SelfAttention(Module):
+    """Self-attention: multi-head attention of a sequence with itself (query = key = value = x).
+
+        out = MultiHeadAttention(num_heads, key_dim)(x, x, x)         (causal: query i sees keys ≤ i)
+
+    Input x (B, T, d); output (B, T, d) (Keras's default output size); attention weights (B, H, T, T).
+    ``mask`` (B, T) marks real (True) vs padded steps; it masks both keys and queries, as a Keras
+    mask carried by x would (a padded query attends to nothing: zero weights, output = the output bias).
+    Weights: those of the wrapped ``MultiHeadAttention`` (``self.mha``), in Keras's order:
+    query/kernel (d, H, key_dim), query/bias, key/kernel, key/bias, value/kernel, value/bias,
+    attention_output/kernel (H, key_dim, d), attention_output/bias (d,).
+    """
+    last_attention = None
+
+    def __init__(self, num_heads, key_dim, causal=False, **mha_kwargs):
+        super().__init__()
+        self.causal = bool(causal)
+        self.mha = MultiHeadAttention(num_heads, key_dim, **mha_kwargs)
+        self.dtype = self.mha.dtype
+
+    def weights(self):
+        return self.mha.weights()
+
+    def forward(self, x, mask=None, return_attention_scores=False):
+        x = cast_input(self, x)
+        check_rank("SelfAttention", "input", x)
+        mask = as_mask(mask, x, shape=x.shape[:2], name="mask", where="SelfAttention")
+        out, weights = self.mha(x, x, x, query_mask=mask, value_mask=mask, use_causal_mask=self.causal,
+                                return_attention_scores=True)
+        object.__setattr__(self, "last_attention", weights.detach())
+        return (out, weights) if return_attention_scores else out
