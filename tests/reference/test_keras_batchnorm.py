@@ -54,7 +54,7 @@ def test_weight_order_and_names_match_keras():
     kl = keras.layers.BatchNormalization()
     kl.build((2, 3))
     ours = nn.BatchNormalization()
-    ours(np.zeros((2, 3), np.float32))
+    ours(np.zeros((2, 3), np.float32), training=False)
     assert [w.path.split("/")[-1] for w in kl.weights] == [w.name for w in ours.weights()]
     for a, b in zip(kl.get_weights(), ours.get_weights()):
         np.testing.assert_array_equal(a, b)
