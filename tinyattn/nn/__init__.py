@@ -8,3 +8,4 @@ from .module import Module, Parameter, Sequential, ModuleList, cast_input
 from . import init
 from .layers import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403

@@ -119,6 +119,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "built", False)
 
@@ -128,13 +129,20 @@ class Module:
         params, mods = self.__dict__["_parameters"], self.__dict__["_modules"]
         params.pop(name, None)
         mods.pop(name, None)
-        if isinstance(value, Parameter):
+        bufs = self.__dict__["_buffers"]
+        if name in bufs:                         # re-assigning a buffer keeps it a buffer
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{type(self).__name__}: buffer {name!r} must stay a Tensor, "
+                                f"got {type(value).__name__}")
+            bufs[name] = value
+        elif isinstance(value, Parameter):
             params[name] = value
         elif isinstance(value, Module):
             mods[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        self._buffers.pop(name, None)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
@@ -185,6 +193,34 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def register_buffer(self, name, value):
+        """Register ``value`` (a Tensor, or an array made one) as state that is saved and moved with
+        the module but is not a Parameter: no gradient, never given to an optimizer (PyTorch's
+        buffers; Keras's non-trainable weights such as BatchNormalization's moving statistics)."""
+        t = value if isinstance(value, Tensor) else Tensor(value)
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self._buffers[name] = t
+        object.__setattr__(self, name, t)
+        return t
+
+    def named_buffers(self, prefix=""):
+        for mprefix, m in self.named_modules(prefix):
+            for name, b in m._buffers.items():
+                yield (f"{mprefix}.{name}" if mprefix else name), b
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def _named_state(self):
+        """Parameters and buffers, module by module (each module's parameters, then its buffers)."""
+        seen = set()
+        for mprefix, m in self.named_modules():
+            for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    yield (f"{mprefix}.{name}" if mprefix else name), t
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
@@ -199,7 +235,7 @@ class Module:
 
     def to(self, device):
         """Move every parameter to ``"cpu"`` or ``"gpu"`` in place (they stay the same objects)."""
-        for p in self.parameters():
+        for p in self.parameters() + self.buffers():
             p.data = backend.to_device(p.data, device)
             if p.grad is not None:
                 p.grad = Tensor(backend.to_device(p.grad.data, device))
@@ -211,20 +247,20 @@ class Module:
         for m in self.modules():
             if "dtype" in m.__dict__:
                 object.__setattr__(m, "dtype", np.dtype(dtype))
-        for p in self.parameters():
+        for p in self.parameters() + [b for b in self.buffers() if b.dtype.kind == "f"]:
             p.data = p.data.astype(dtype)
             p.grad = None
         return self
 
     # -- weights ------------------------------------------------------------------------------------
     def state_dict(self):
-        """name -> array (a copy), in registration order."""
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        """name -> array (a copy): parameters and buffers, in registration order."""
+        return OrderedDict((n, p.data.copy()) for n, p in self._named_state())
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays into the parameters. A missing/unexpected name or a shape mismatch is an error
         listing every difference (with ``strict=False``, missing and unexpected names are skipped)."""
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._named_state())
         missing = [n for n in own if n not in state]
         unexpected = [n for n in state if n not in own]
         bad = [f"{n}: checkpoint {tuple(np.shape(state[n]))} vs model {own[n].shape}"
