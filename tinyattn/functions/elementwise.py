@@ -76,11 +76,14 @@ class Masked(Function):
 
 
 class ReLU(Masked):
-    """y = max(x, 0).   m = [x > 0]."""
+    """y = max(x, 0), NaN kept (relu(NaN) = NaN, as PyTorch; relu(−inf) = 0).   m = [not x ≤ 0]
+    (PyTorch's mask: 1 for x > 0 and for NaN, so a NaN stays visible in the gradient too)."""
 
     def forward(self, x):
-        self.mask = x > 0
-        return backend.get_array_module(x).where(self.mask, x, x.dtype.type(0))   # relu(−inf) = 0
+        xp = backend.get_array_module(x)
+        off = x <= 0
+        self.mask = ~off
+        return xp.where(off, x.dtype.type(0), x)
 
 
 class LeakyReLU(Masked):
@@ -178,23 +181,41 @@ class Where(Function):
 
 
 class Maximum(Function):
-    """y = max(a, b) elementwise (ties go to a).   ga = gy⊙[a ≥ b], gb = gy⊙[a < b]."""
+    """y = max(a, b) elementwise, broadcast; NaN in either input gives NaN (PyTorch, np.maximum).
+
+    PyTorch's gradient convention: ties share the gradient equally, and where y is NaN both inputs
+    receive the full gradient:
+        ga = gy ⊙ wa,  wa = 1 − [a < b] − ½[a = b]
+        gb = gy ⊙ wb,  wb = 1 − [a > b] − ½[a = b]
+    (so maximum(x, 0) at x = 0 sends half of gy to x; a NaN compares false both ways: wa = wb = 1).
+    """
+    less = True   # wa drops where a < b (maximum); Minimum flips it
 
     def forward(self, a, b):
-        self.cond = a >= b
-        return backend.get_array_module(a, b).where(self.cond, a, b)
+        xp = backend.get_array_module(a, b)
+        y = xp.maximum(a, b) if self.less else xp.minimum(a, b)
+        if y.dtype.kind != "f":                 # integers and booleans: no gradient
+            return y
+        lo, hi = (a < b, a > b) if self.less else (a > b, a < b)
+        tie = (a == b) * y.dtype.type(0.5)
+        one = y.dtype.type(1)
+        self.wa = one - lo - tie
+        self.wb = one - hi - tie
+        return y
 
-    backward = Where.backward
+    def backward(self, gy):
+        return gy * self.wa, gy * self.wb
 
 
-class Minimum(Function):
-    """y = min(a, b) elementwise (ties go to a).   ga = gy⊙[a ≤ b], gb = gy⊙[a > b]."""
+class Minimum(Maximum):
+    """y = min(a, b) elementwise, broadcast; NaN in either input gives NaN (PyTorch, np.minimum).
 
-    def forward(self, a, b):
-        self.cond = a <= b
-        return backend.get_array_module(a, b).where(self.cond, a, b)
-
-    backward = Where.backward
+    PyTorch's gradient convention: ties share the gradient equally, and where y is NaN both inputs
+    receive the full gradient:
+        ga = gy ⊙ wa,  wa = 1 − [a > b] − ½[a = b]
+        gb = gy ⊙ wb,  wb = 1 − [a < b] − ½[a = b]
+    """
+    less = False
 
 
 class Cast(Function):
