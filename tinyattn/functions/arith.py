@@ -91,8 +91,8 @@ class PowScalar(Function):
 class Pow(Function):
     """y = a ** b (tensor exponent).   ga = gy ⊙ b a^(b-1),  gb = gy ⊙ y ⊙ log a.
 
-    PyTorch's conventions where the formulas give 0 · ∞ = NaN: ga = 0 where b = 0, and gb = 0 where
-    a = 0 and b ≥ 0 (y = 0 or 1 there and log 0 = −∞)."""
+    PyTorch's values where the formulas give 0 · ∞ = NaN: ga = 0 where a = 0 and b = 0, and gb = 0
+    where a = 0 and b ≥ 0 (y = 0 or 1 there and log 0 = −∞)."""
 
     def forward(self, a, b):
         return a ** b
@@ -105,7 +105,7 @@ class Pow(Function):
         ga = gb = None
         if self._inputs[0].requires_grad:
             ga = gy * b * a ** (b - 1)
-            zero = b0 == 0
+            zero = (b0 == 0) & (a0 == 0)           # 0 · 0⁻¹: only there (keeps d²/db da elsewhere)
             if zero.any():
                 ga = apply(Where(zero), 0.0, ga)
         if self._inputs[1].requires_grad:
