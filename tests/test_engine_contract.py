@@ -287,3 +287,11 @@ def test_float32_gradient_sum_is_the_same_in_every_run():
         (ys[0].sum() + ys[1].sum() + ys[2].sum()).backward()
         results.add(float(x.grad.item()))
     assert results == {0.0}          # newest first: (−1e8 + 1) + 1e8 = −1e8 + 1e8 in float32
+
+
+@pytest.mark.parametrize("fn", [F.exp, F.log, F.sqrt, F.tanh, F.sigmoid], ids=lambda f: f.__name__)
+def test_transcendental_functions_of_int_tensors_are_float32(fn):
+    i = ta.tensor(np.array([1, 2, 3]))
+    y = fn(i)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), fn(ta.tensor(np.array([1.0, 2.0, 3.0]))).numpy())

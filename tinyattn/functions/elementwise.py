@@ -12,10 +12,17 @@ from ..autograd import Function, Tensor, apply
 from .. import backend
 
 
+def _floating(x):
+    """Integer/boolean input to a transcendental function computes in float32, as PyTorch (NumPy
+    would give float64): exp(int_tensor) is float32."""
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
 class Exp(Function):
     """y = eˣ.   gx = gy ⊙ y."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).exp(x)
 
     def backward(self, gy):
@@ -26,6 +33,7 @@ class Log(Function):
     """y = ln x.   gx = gy / x."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).log(x)
 
     def backward(self, gy):
@@ -36,6 +44,7 @@ class Sqrt(Function):
     """y = √x.   gx = gy / (2y)."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).sqrt(x)
 
     def backward(self, gy):
@@ -46,6 +55,7 @@ class Tanh(Function):
     """y = tanh x.   gx = gy ⊙ (1 − y²)."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).tanh(x)
 
     def backward(self, gy):
@@ -58,7 +68,7 @@ class Sigmoid(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        y = xp.tanh(x * 0.5)
+        y = xp.tanh(_floating(x) * 0.5)
         y *= 0.5
         y += 0.5
         return y
