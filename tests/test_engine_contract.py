@@ -295,3 +295,17 @@ def test_transcendental_functions_of_int_tensors_are_float32(fn):
     y = fn(i)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y.numpy(), fn(ta.tensor(np.array([1.0, 2.0, 3.0]))).numpy())
+
+
+def test_a_nan_in_one_group_updates_no_group():
+    a = ta.tensor(np.ones(2, np.float32), requires_grad=True)
+    b = ta.tensor(np.ones(2, np.float32), requires_grad=True)
+    opt = optim.SGD([{"params": [a], "tag": "encoder"}, {"params": [b]}], lr=0.1)
+    a.grad = b.grad = ta.tensor(np.ones(2, np.float32))
+    opt.param_groups[1]["momentum"] = np.float64(nan)
+    with pytest.raises(ValueError, match="SGD: hyper-parameter 'momentum' is nan"):
+        opt.step()
+    np.testing.assert_array_equal(a.numpy(), [1, 1])
+    opt.param_groups[1]["momentum"] = 0.0
+    opt.step()                                              # a non-numeric entry ("tag") is fine
+    np.testing.assert_allclose(a.numpy(), [0.9, 0.9])

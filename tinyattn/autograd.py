@@ -9,7 +9,13 @@ vector-Jacobian product, side by side. Calling a Function on Tensors records the
 ``Tensor.backward()`` walks that graph from the output back to the leaves. Functions are visited in
 decreasing *generation* (a Function's generation is one more than its deepest input's creator), held
 in a heap, so each Function runs once, after every consumer of its outputs has sent its gradient, and
-no recursion is involved (a 100,000-op chain is fine).
+no recursion is involved (a 100,000-op chain is fine). Functions of one generation run newest first
+(by a creation sequence number, as PyTorch), so gradients are summed in the same order in every run
+and float32 results repeat bit for bit.
+
+Version counter (PyTorch's): each Tensor counts the in-place changes of its data (``optimizer.step()``,
+``Tensor.bump_version()``); a Function records its inputs' versions when it runs and backward raises a
+RuntimeError if one has changed since, instead of differentiating at the new values.
 
 Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
 Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array

@@ -74,8 +74,8 @@ class Optimizer:
     def step(self):
         """Apply one update to every parameter that has a gradient (in place: each updated
         parameter's version counter goes up, see ``Tensor.version``)."""
-        for group in self.param_groups:
-            hp = _plain(group, type(self).__name__)
+        hps = [_plain(group, type(self).__name__) for group in self.param_groups]   # all checked first
+        for group, hp in zip(self.param_groups, hps):
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -186,7 +186,7 @@ def _number(v, key, name):
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise TypeError(f"{name}: hyper-parameter {key!r} must be a number, got {v!r}") from None
+        return v                                    # not a number: the user's own group entry
     if not math.isfinite(f):
         raise ValueError(f"{name}: hyper-parameter {key!r} is {f}; it must be finite")
     return int(v) if isinstance(v, (int, np.integer)) else f
