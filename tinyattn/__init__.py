@@ -38,7 +38,8 @@ def tensor(data, dtype=None, requires_grad=False, device=None):
     moved = backend.to_device(data, device)
     if dtype is not None and moved.dtype != np.dtype(dtype):
         moved = moved.astype(dtype)                # astype copies
-    elif moved is data or backend.get_array_module(moved).shares_memory(moved, data):
+    elif moved is data or (isinstance(moved, np.ndarray) and isinstance(data, np.ndarray)
+                           and np.shares_memory(moved, data)):      # (a host->device move copies)
         moved = moved.copy()
     return Tensor(moved, requires_grad=requires_grad)
 

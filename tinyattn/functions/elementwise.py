@@ -207,10 +207,12 @@ class Maximum(Function):
         if y.dtype.kind != "f":                 # integers and booleans: no gradient
             return y
         lo, hi = (a < b, a > b) if self.less else (a > b, a < b)
-        tie = (a == b) * y.dtype.type(0.5)
-        one = y.dtype.type(1)
-        self.wa = one - lo - tie
-        self.wb = one - hi - tie
+        tie = (a == b).astype(y.dtype)
+        tie *= 0.5
+        self.wa = (~lo).astype(y.dtype)       # 1 − [a < b] (True for NaN: compares false)
+        self.wa -= tie
+        self.wb = (~hi).astype(y.dtype)
+        self.wb -= tie
         return y
 
     def backward(self, gy):
