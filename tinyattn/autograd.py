@@ -14,8 +14,11 @@ no recursion is involved (a 100,000-op chain is fine). Functions of one generati
 and float32 results repeat bit for bit.
 
 Version counter (PyTorch's): each Tensor counts the in-place changes of its data (``optimizer.step()``,
-``Tensor.bump_version()``); a Function records its inputs' versions when it runs and backward raises a
-RuntimeError if one has changed since, instead of differentiating at the new values.
+``Tensor.bump_version()``), and backward raises a RuntimeError for a Function whose input was changed
+in place after the Function ran, instead of differentiating at the new values. Cheaply: a change
+stamps the tensor with the next creation sequence number, so "changed after f ran" is
+``x._changed > f._seq``, and only Functions older than the latest in-place change anywhere are checked
+(no per-op cost in forward, one comparison per Function in backward).
 
 Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
 Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array
@@ -77,12 +80,12 @@ class Tensor:
     ``creator`` (the Function that produced it, None for a leaf), ``generation`` (graph depth),
     ``version`` (PyTorch's version counter: how many times ``data`` was changed in place).
 
-    Version counter: a Function records its inputs' versions when it runs, and backward refuses to
-    use an input whose data was changed in place since (``optimizer.step()``, :meth:`bump_version`),
-    since its gradient would silently be computed from the new values.
+    Version counter: backward refuses to use a Function's input whose data was changed in place
+    after the Function ran (``optimizer.step()``, :meth:`bump_version`), since its gradient would
+    silently be computed from the new values.
     """
     __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
-                 "_version", "__weakref__")
+                 "_version", "_changed", "__weakref__")
     __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
     __array_ufunc__ = None
 
@@ -102,7 +105,7 @@ class Tensor:
         self.generation = 0
         self._retain = False
         self.name = name
-        self._version = 0
+        self._version = self._changed = 0      # in-place changes: count, sequence stamp of the last
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -179,6 +182,7 @@ class Tensor:
         """Record an in-place change of ``data`` (call after writing into ``t.data[...]``): a graph that
         used the old values then refuses to backpropagate through it instead of using the new ones."""
         self._version += 1
+        self._changed = _last_change[0] = next(_sequence)
         return self
 
     def backward(self, grad=None, retain_graph=False, create_graph=False):
@@ -234,7 +238,7 @@ class Function:
     ``backward`` returns one gradient per input (or None where there is none), each either of the
     input's shape or broadcastable to it (the engine sums broadcast axes back).
     """
-    _inputs, outputs, generation, _as_tensors, _seq, _versions = None, (), 0, False, 0, ()
+    _inputs, outputs, generation, _as_tensors, _seq = None, (), 0, False, 0
 
     def __call__(self, *inputs):
         xs = inputs
@@ -265,7 +269,6 @@ class Function:
                 self.generation = gen
                 self._seq = next(_sequence)    # creation order: backward's deterministic tie-break
                 self._inputs = xs
-                self._versions = [x._version for x in xs]
                 for o in outs:
                     if o.data.dtype.kind == "f":
                         o.requires_grad = True
@@ -293,7 +296,8 @@ class Function:
         raise NotImplementedError
 
 
-_sequence = itertools.count(1)   # Functions recorded in a graph are numbered in creation order
+_sequence = itertools.count(1)   # Functions recorded in a graph are numbered in creation order; an
+_last_change = [0]               # in-place change takes a number too: the latest one is kept here
 
 
 def _to_tensors(inputs):
@@ -420,6 +424,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 queued[key] = f
                 heappush(heap, key)
 
+    last_change = _last_change[0]
     with _grad_mode(create_graph):
         for r, g in zip(roots, root_grads):   # a root gradient: an array of the output's dtype, or
             if isinstance(g, Tensor) and not create_graph:   # under create_graph a Tensor (which may
@@ -450,9 +455,10 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 got = True
             if not got:
                 continue
-            for x, v in zip(f._inputs, f._versions):
-                if x._version != v:
-                    _modified_in_place(f, x, v)
+            if f._seq < last_change:             # older than some in-place change: check its inputs
+                for x in f._inputs:
+                    if x._changed > f._seq:
+                        _modified_in_place(f, x)
             f._as_tensors = create_graph
             gxs = f.backward(*gys)
             f._as_tensors = False
@@ -498,11 +504,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
             t.grad = Tensor(t.grad.data + g)
 
 
-def _modified_in_place(f, x, v):
+def _modified_in_place(f, x):
     raise RuntimeError(
         f"backward: an input of {type(f).__name__} (a {x.dtype} tensor of shape {x.shape}"
-        f"{' ' + repr(x.name) if x.name else ''}) was modified in place after {type(f).__name__} used it: "
-        f"it is at version {x._version}, expected version {v}. Its gradient would be computed from "
+        f"{' ' + repr(x.name) if x.name else ''}) was modified in place after {type(f).__name__} used it "
+        f"(it is now at version {x._version}). Its gradient would be computed from "
         f"the new values. Call backward() before changing it (e.g. before optimizer.step()), or "
         f"recompute the forward pass after the change.")
 

@@ -87,7 +87,7 @@ class Optimizer:
                     g = g.astype(p.data.dtype)
                 state = self.state.setdefault(id(p), {})
                 self._update(p, g, state, hp)
-                p._version += 1               # an in-place change: graphs that used p refuse backward
+                p.bump_version()              # an in-place change: graphs that used p refuse backward
 
     def _update(self, p, g, state, group):
         raise NotImplementedError
