@@ -4,9 +4,22 @@ import pytest
 
 import tinyattn as ta
 from tinyattn import functions as F
-from tinyattn.functions.arith import Add, MatMul
+from tinyattn.functions.arith import Add, MatMul, Mul
 from tinyattn.functions.nn import Softmax
 from tinyattn.gradcheck import GradcheckError
+from tinyattn.functions.attention import AdditiveScore, ScaledDotProductAttention
+from tinyattn.functions.nn import MaskedSoftmax
+from tinyattn.nn.layers import Im2Col1D, LayerNormFn
+
+_MASK = np.ones((2, 3, 5), bool)
+_MASK[0, 1, 3:] = False
+_MASK[1, 2] = False                       # a fully masked query row: zero weights, zero output
+
+
+def _reseeded(x):
+    """Reseed before a random op, so every evaluation gradcheck makes draws the same mask."""
+    ta.manual_seed(0)
+    return x
 
 
 def leaf(rng, *shape, positive=False):
@@ -166,7 +179,29 @@ GG = [
     ("embedding", lambda w: F.embedding(np.array([0, 2, 2]), w) ** 2, [(3, 2)]),
     ("where", lambda a, b: F.where(np.array([True, False, True]), a * a, b * a), [(2, 3), (3,)]),
     ("maximum", lambda a, b: F.maximum(a * a, b), [(2, 3), (3,)]),
-    ("astype", lambda x: F.astype(x, np.float64) * x, [(2, 3)]),
+    ("astype", lambda x: F.astype(F.astype(x, np.longdouble) ** 2, np.float64) * x, [(2, 3)]),
+    # issue 7: every op and fused Function with double backward is called here (checked below)
+    ("sub-neg", lambda a, b: (-(a - b)) ** 2, [(3, 4), (4,)]),
+    ("abs", lambda x: F.abs(x) * x, [(3, 4)]),
+    ("leaky_relu", lambda x: F.leaky_relu(x, 0.2) * x, [(3, 4)]),
+    ("clip", lambda x: F.clip(x, -0.5, 0.5) * x, [(3, 4)]),
+    ("minimum", lambda a, b: F.minimum(a * a, b), [(2, 3), (3,)]),
+    ("min", lambda x: (x * x).min(axis=0), [(3, 4)]),
+    ("swap-expand-squeeze", lambda x: F.squeeze(F.expand_dims(x.swapaxes(0, 1) ** 2, 1), 1), [(2, 3)]),
+    ("permute", lambda x: x.permute(2, 0, 1) ** 2, [(2, 3, 2)]),
+    ("flip-pad", lambda x: F.pad(F.flip(x, 1) ** 2, ((1, 0), (0, 2))), [(2, 3)]),
+    ("flatten", lambda x: F.flatten(x) ** 2, [(2, 3, 2)]),
+    ("broadcast_to-sum_to", lambda x: F.sum_to(F.broadcast_to(x, (2, 3)) ** 2, (1, 3)), [(1, 3)]),
+    ("dropout", lambda x: F.dropout(_reseeded(x), 0.3) ** 2, [(3, 4)]),
+    ("masked-softmax", lambda x: MaskedSoftmax(np.array([[True, False, True, True]] * 2 + [[False] * 4]))(x),
+     [(3, 4)]),
+    ("fused-attention", lambda q, k, v: ScaledDotProductAttention(0.7, _MASK)(q, k, v),
+     [(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
+    ("fused-attention-dropout", lambda q, k, v: ScaledDotProductAttention(0.7, None, dropout=0.3)(
+        _reseeded(q), k, v), [(3, 4), (5, 4), (5, 2)]),
+    ("additive-score", lambda q, k, v: AdditiveScore()(q, k, v), [(2, 3, 4), (2, 5, 4), (4,)]),
+    ("layernorm", lambda x, g, b: LayerNormFn((1,), 1e-3)(x, g, b), [(3, 4), (1, 4), (1, 4)]),
+    ("im2col-col2im", lambda x: Im2Col1D(3, 2, 1, 1, 1)(x) ** 2, [(2, 5, 3)]),
 ]
 
 
@@ -191,3 +226,107 @@ def test_gradgradcheck_catches_first_order_only_backward():
     assert ta.gradcheck(lambda x: TanhDetached()(x), [x])
     with pytest.raises(GradcheckError):
         ta.gradgradcheck(lambda x: TanhDetached()(x), [x])
+
+
+# --- issue 7: the first-order gradient through the Tensor path must match the array path ----------
+
+def test_gradgradcheck_catches_a_sign_error_in_the_double_backward_branch(monkeypatch):
+    """Softmax's backward has two branches: in-place on arrays, and on Tensors under create_graph.
+    A sign error in the Tensor branch alone is self-consistent (its derivative is the derivative of
+    the wrong gradient), so only comparing the two first-order gradients catches it."""
+    def backward(self, gy):
+        y = self.output_values[0]
+        gx = gy * y
+        s = gx.sum(axis=self.axis, keepdims=True)
+        if isinstance(gx, ta.Tensor):
+            return y * s - gx                                 # sabotaged: the sign flipped
+        gx -= y * s
+        return gx
+    x = leaf(np.random.default_rng(11), 3, 4)
+    assert ta.gradgradcheck(lambda x: F.softmax(x), [x])
+    monkeypatch.setattr(Softmax, "backward", backward)
+    assert ta.gradcheck(lambda x: F.softmax(x), [x])          # the array path is still right
+    with pytest.raises(GradcheckError, match=r"first-order gradient of input inputs\[0\] of shape "
+                                             r"\(3, 4\) computed through the Tensor path"):
+        ta.gradgradcheck(lambda x: F.softmax(x), [x])
+
+
+def test_gradgradcheck_catches_a_missing_input_gradient_in_the_tensor_branch():
+    class MulForgetsB(Mul):
+        def backward(self, gy):
+            a, b = self.inputs
+            return gy * b, (None if isinstance(gy, ta.Tensor) else gy * a)
+    rng = np.random.default_rng(12)
+    a, b = leaf(rng, 3), leaf(rng, 3)
+    with pytest.raises(GradcheckError, match=r"input inputs\[1\] .* gets no gradient through the Tensor path"):
+        ta.gradgradcheck(lambda a, b: MulForgetsB()(a, b) ** 2, [a, b])
+
+
+# Functions of the library that gradgradcheck cannot cover, and why.
+NO_DOUBLE_BACKWARD = {
+    "LSTMCellFn": "fused recurrent step, array-only backward (double backward raises NotImplementedError)",
+    "LSTMSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
+    "GRUCellFn": "fused recurrent step, array-only backward (raises NotImplementedError)",
+    "GRUSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
+    "StraightThroughOneHot": "straight-through estimator: its backward is deliberately not the "
+                             "derivative of its forward, so no numerical check applies",
+}
+
+
+def _library_functions():
+    seen, todo = set(), [ta.Function]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return {c.__name__: c for c in seen
+            if c.__module__.startswith("tinyattn.") and c.forward is not ta.Function.forward}
+
+
+def _functions_used(fn, xs):
+    """Every Function class in fn's graph and in the graph of its create_graph gradient."""
+    outs = [y for y in ([fn(*xs)] if isinstance(fn(*xs), ta.Tensor) else fn(*xs)) if y is not None]
+    gys = [np.ones(y.shape) for y in outs]
+    gs = ta.grad(outs, xs, gys, create_graph=True)
+    found, stack, visited = set(), outs + [g for g in gs if g is not None], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in visited or t.creator is None:
+            continue
+        visited.add(id(t))
+        found.add(type(t.creator).__name__)
+        stack.extend(t.creator._inputs or ())
+    return found
+
+
+def test_gradgradcheck_table_covers_every_function_of_the_library():
+    covered = set()
+    for name, fn, shapes in GG:
+        rng = np.random.default_rng(len(name))
+        xs = [leaf(rng, *s[1:], positive=True) if s and s[0] == "p" else leaf(rng, *s) for s in shapes]
+        covered |= _functions_used(fn, xs)
+    if np.dtype(np.longdouble) == np.float64:     # no wider float here: "astype" is a no-op, and
+        covered.add("Cast")                       # Cast is checked by test_ops' astype gradcheck
+    missing = set(_library_functions()) - covered - set(NO_DOUBLE_BACKWARD)
+    assert not missing, f"Functions without a gradgradcheck in GG: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("which", ["lstm", "gru"])
+def test_fused_recurrent_functions_refuse_double_backward_clearly(which):
+    from tinyattn.functions.rnn import gru_sequence, lstm_sequence
+    rng = np.random.default_rng(13)
+    T, B, d, u = 3, 2, 2, 2
+    x = leaf(rng, T, B, d)
+    h0 = ta.tensor(np.zeros((B, u)))
+    if which == "lstm":
+        K, R = leaf(rng, d, 4 * u), leaf(rng, u, 4 * u)
+        fn = lambda x: lstm_sequence(x, h0, h0, K, R)[0]          # noqa: E731
+        name = "LSTMSequenceFn"
+    else:
+        K, R = leaf(rng, d, 3 * u), leaf(rng, u, 3 * u)
+        fn = lambda x: gru_sequence(x, h0, K, R, reset_after=False)[0]     # noqa: E731
+        name = "GRUSequenceFn"
+    assert ta.gradcheck(fn, [x], params=[K, R])
+    with pytest.raises(NotImplementedError, match=rf"{name}: double backward \(create_graph=True\) is not supported"):
+        ta.gradgradcheck(fn, [x], params=[K, R])

@@ -264,3 +264,29 @@ def test_softmax_extreme_logits_stable():
     assert np.isfinite(F.log_softmax(x).numpy()).all()
     assert np.isfinite(F.logsumexp(x).numpy()).all() and np.isfinite(F.sigmoid(x).numpy()).all()
     assert np.isfinite(F.softplus(x).numpy()).all()
+
+
+@pytest.mark.parametrize("ids,match", [([-1], r"one_hot: indices must lie in \[0, 3\) for num_classes=3, got "
+                                                 r"values in \[-1, -1\]"),
+                                       ([0, 3], r"got values in \[0, 3\]"),
+                                       ([[2, -5]], r"got values in \[-5, 2\] \(shape \(1, 2\)\)")])
+def test_one_hot_rejects_out_of_range_indices(ids, match):
+    with pytest.raises(IndexError, match=match):
+        F.one_hot(np.array(ids), 3)
+
+
+def test_one_hot_rejects_fractional_indices_and_bad_num_classes():
+    with pytest.raises(TypeError, match="one_hot: indices must be integers, got dtype float64"):
+        F.one_hot(np.array([0.5]), 3)
+    np.testing.assert_array_equal(F.one_hot(np.array([2.0]), 3).numpy(), [[0, 0, 1]])
+    for n in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+            F.one_hot(np.array([0]), n)
+    assert F.one_hot(np.zeros((0,), np.int64), 3).shape == (0, 3)
+
+
+@pytest.mark.parametrize("ids", [[-1], [3], [0, 7]])
+def test_embedding_rejects_out_of_range_ids(ids):
+    w = ta.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    with pytest.raises(IndexError, match=r"embedding: ids must lie in \[0, 3\)"):
+        F.embedding(np.array(ids), w)

@@ -280,3 +280,162 @@ def test_fit_with_library_layers(rng):
         h = fit(model, "mse", optim.Adam(model.parameters(), lr=0.02), x, y, epochs=40, batch_size=32,
                 validation_split=0.25, verbose=0)
     assert h["loss"][-1] < 0.2 * h["loss"][0] and h["val_loss"][-1] < 0.3 * h["val_loss"][0]
+
+
+# --- issue 7: NaN, empty data, batch_size, own shuffling generator, reproducible weights -------------
+
+def test_one_nan_in_the_data_stops_fit_with_epoch_and_batch(rng):
+    """Before: relu turned the NaN into 0 in the forward but NaN reached the weights through the
+    gradient, while fit printed a finite loss. Now fit stops before the update."""
+    x, y = _regression(rng, n=32)
+    x[21, 1] = np.nan
+    ta.manual_seed(0)
+    model = ta.nn.Sequential(ta.nn.Dense(4, activation="relu"), ta.nn.Dense(1))
+    model(ta.tensor(x[:1]))
+    before = [p.numpy() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=r"fit: the loss is nan at epoch 1/2, batch 3/4 .*"
+                                                 r"terminate_on_nan=False"):
+        fit(model, "mse", optim.SGD(model.parameters(), lr=0.1), x, y, epochs=2, batch_size=8,
+            shuffle=False, verbose=0)
+    after = [p.numpy() for p in model.parameters()]
+    assert all(np.isfinite(a).all() for a in after)          # the NaN batch never reached the weights
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before))   # batches 1-2 did train
+    h = fit(model, "mse", optim.SGD(model.parameters(), lr=0.1), x, y, epochs=1, batch_size=8,
+            shuffle=False, verbose=0, terminate_on_nan=False)
+    assert np.isnan(h["loss"][0])                            # switched off: trains on, reports NaN
+
+
+def test_relu_model_loss_is_nan_for_a_nan_input():
+    model = ta.nn.Dense(1, activation="relu")
+    x = np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32)
+    assert np.isnan(predict(model, x)[0]).all()
+
+
+def test_empty_data_and_zero_batch_size_are_clear_errors(rng):
+    model = Linear(3, 1)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    x0, y0 = np.zeros((0, 3), np.float32), np.zeros((0, 1), np.float32)
+    with pytest.raises(ValueError, match=r"fit: x is empty \(0 samples"):
+        fit(model, "mse", opt, x0, y0, verbose=0)
+    with pytest.raises(ValueError, match=r"evaluate: x is empty"):
+        evaluate(model, "mse", x0, y0)
+    with pytest.raises(ValueError, match=r"predict: x is empty"):
+        predict(model, x0)
+    x, y = _regression(rng, n=8)
+    with pytest.raises(ValueError, match=r"fit: validation_data x is empty"):
+        fit(model, "mse", opt, x, y, validation_data=(x0, y0), verbose=0)
+    for bs in (0, -1, 2.5, None):
+        with pytest.raises(ValueError, match=rf"fit: batch_size must be a positive integer, got {bs}"):
+            fit(model, "mse", opt, x, y, batch_size=bs, verbose=0)
+        with pytest.raises(ValueError, match="evaluate: batch_size must be a positive integer"):
+            evaluate(model, "mse", x, y, batch_size=bs)
+        with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+            predict(model, x, batch_size=bs)
+
+
+def test_fit_shuffles_with_its_own_generator(rng):
+    """fit(seed=s) shuffles the same way whatever else draws from tinyattn's generator meanwhile,
+    and without seed= a manual_seed fixes it."""
+    x, y = _regression(rng, n=32)
+    seen = []
+    for other_draws in (0, 5):
+        model = Linear(3, 1)
+        ta.manual_seed(other_draws)
+        fit(model, "mse", optim.SGD(model.parameters(), lr=0.05), x, y, epochs=2, batch_size=8,
+            verbose=0, seed=7)
+        seen.append(np.concatenate(model.seen[True]))
+    np.testing.assert_array_equal(seen[0], seen[1])
+    model = Linear(3, 1)
+    fit(model, "mse", optim.SGD(model.parameters(), lr=0.05), x, y, epochs=2, batch_size=8,
+        verbose=0, seed=8)
+    assert not np.array_equal(np.concatenate(model.seen[True]), seen[0])
+
+
+def _small_lstm(seed):
+    ta.manual_seed(seed)
+    model = ta.nn.Sequential(ta.nn.LSTM(6), ta.nn.Dense(1))
+    model(ta.tensor(np.zeros((1, 5, 3), np.float32)))
+    return model
+
+
+def _sequence_data():
+    r = np.random.default_rng(3)
+    x = r.standard_normal((40, 5, 3)).astype(np.float32)
+    return x, x.sum(axis=(1, 2))[:, None].astype(np.float32) * 0.1
+
+
+def test_two_threads_train_like_a_sequential_run():
+    import threading
+    x, y = _sequence_data()
+
+    def train(model, seed, out):
+        fit(model, "mse", optim.Adam(model.parameters(), lr=0.01), x, y, epochs=3, batch_size=8,
+            verbose=0, seed=seed)
+        out.append([p.numpy() for p in model.parameters()])
+
+    sequential = []
+    for s in (1, 2):
+        train(_small_lstm(s), 10 + s, sequential)
+    models = [_small_lstm(1), _small_lstm(2)]                # built in order: the init is seeded
+    results = [[], []]
+    threads = [threading.Thread(target=train, args=(m, 10 + s, results[i]))
+               for i, (m, s) in enumerate(zip(models, (1, 2)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seq, thr in zip(sequential, results):
+        for a, b in zip(seq, thr[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+_TRAIN_SCRIPT = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+import tinyattn as ta
+from tinyattn import optim
+from tinyattn.train import fit
+clutter = [[object() for _ in range(k % 7 + 1)] for k in range(int(sys.argv[1]))]   # what else the
+del clutter[::2]                                      # process did before: moves memory addresses
+ta.manual_seed(1234)
+
+
+class Model(ta.nn.Module):             # one Dense shared by every time step: T gradient terms of one
+    def __init__(self):                # generation summed into its kernel (float32, order-sensitive)
+        super().__init__()
+        self.lstm = ta.nn.LSTM(8, return_sequences=True)
+        self.head = ta.nn.Dense(1)
+
+    def forward(self, x):
+        h = self.lstm(x)
+        return sum(self.head(h[:, t]) for t in range(h.shape[1])).sigmoid()
+
+
+model = Model()
+r = np.random.default_rng(0)
+x = r.standard_normal((48, 6, 4)).astype(np.float32)
+y = (x[:, :, 0].sum(axis=1, keepdims=True) > 0).astype(np.float32)
+model(ta.tensor(x[:1]))
+fit(model, "binary_crossentropy", optim.Adam(model.parameters(), lr=0.01), x, y, epochs=2,
+    batch_size=8, verbose=0)
+h = hashlib.sha256()
+for p in model.parameters():
+    h.update(p.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_three_fresh_processes_give_bit_identical_weights():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = _TRAIN_SCRIPT.format(root=root)
+    hashes = set()
+    for clutter in (0, 1000, 5003):
+        run = subprocess.run([sys.executable, "-c", code, str(clutter)], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        hashes.add(run.stdout.strip())
+    assert len(hashes) == 1 and len(next(iter(hashes))) == 64, hashes

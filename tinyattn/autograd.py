@@ -9,7 +9,16 @@ vector-Jacobian product, side by side. Calling a Function on Tensors records the
 ``Tensor.backward()`` walks that graph from the output back to the leaves. Functions are visited in
 decreasing *generation* (a Function's generation is one more than its deepest input's creator), held
 in a heap, so each Function runs once, after every consumer of its outputs has sent its gradient, and
-no recursion is involved (a 100,000-op chain is fine).
+no recursion is involved (a 100,000-op chain is fine). Functions of one generation run newest first
+(by a creation sequence number, as PyTorch), so gradients are summed in the same order in every run
+and float32 results repeat bit for bit.
+
+Version counter (PyTorch's): each Tensor counts the in-place changes of its data (``optimizer.step()``,
+``Tensor.bump_version()``), and backward raises a RuntimeError for a Function whose input was changed
+in place after the Function ran, instead of differentiating at the new values. Cheaply: a change
+stamps the tensor with the next creation sequence number, so "changed after f ran" is
+``x._changed > f._seq``, and only Functions older than the latest in-place change anywhere are checked
+(no per-op cost in forward, one comparison per Function in backward).
 
 Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
 Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array
@@ -20,6 +29,7 @@ engine: a gradient whose shape differs from its input's is summed back to that s
 import contextlib
 import gc
 from heapq import heappop, heappush
+import itertools
 import threading
 import weakref
 
@@ -67,10 +77,15 @@ class Tensor:
     """An array (NumPy or CuPy) that remembers how it was computed.
 
     Attributes: ``data`` (the array), ``grad`` (a Tensor or None), ``requires_grad``,
-    ``creator`` (the Function that produced it, None for a leaf), ``generation`` (graph depth).
+    ``creator`` (the Function that produced it, None for a leaf), ``generation`` (graph depth),
+    ``version`` (PyTorch's version counter: how many times ``data`` was changed in place).
+
+    Version counter: backward refuses to use a Function's input whose data was changed in place
+    after the Function ran (``optimizer.step()``, :meth:`bump_version`), since its gradient would
+    silently be computed from the new values.
     """
     __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
-                 "__weakref__")
+                 "_version", "_changed", "__weakref__")
     __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
     __array_ufunc__ = None
 
@@ -90,6 +105,7 @@ class Tensor:
         self.generation = 0
         self._retain = False
         self.name = name
+        self._version = self._changed = 0      # in-place changes: count, sequence stamp of the last
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -157,6 +173,18 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
+    @property
+    def version(self):
+        """How many times this tensor's data was changed in place (PyTorch's ``_version``)."""
+        return self._version
+
+    def bump_version(self):
+        """Record an in-place change of ``data`` (call after writing into ``t.data[...]``): a graph that
+        used the old values then refuses to backpropagate through it instead of using the new ones."""
+        self._version += 1
+        self._changed = _last_change[0] = next(_sequence)
+        return self
+
     def backward(self, grad=None, retain_graph=False, create_graph=False):
         """Accumulate d(self)/d(leaf) · grad into every leaf's ``.grad`` that requires grad."""
         if not self.requires_grad:
@@ -173,11 +201,16 @@ class Tensor:
 def as_array(x, like):
     """Turn a scalar/list/array into an array on ``like``'s device with ``like``'s float dtype.
 
-    Python scalars never upcast: ``float32_tensor * 2.0`` stays float32.
+    Python scalars never upcast: ``float32_tensor * 2.0`` stays float32, and a float beside an
+    integer array is float32 (PyTorch's default dtype): ``int_tensor * 2.5`` is float32.
+    (``np.float64`` is a Python float subclass, so NumPy float64 scalars count as Python floats.)
     """
     xp = backend.get_array_module(like)
     if isinstance(x, (int, float, bool)):
-        dtype = like.dtype if _is_float(like.dtype) else None
+        if _is_float(like.dtype):
+            dtype = like.dtype
+        else:
+            dtype = np.float32 if isinstance(x, float) else None
         return xp.asarray(x, dtype=dtype)
     a = x if hasattr(x, "dtype") and hasattr(x, "shape") else xp.asarray(x)
     if _is_float(like.dtype) and not _is_float(a.dtype):
@@ -205,7 +238,7 @@ class Function:
     ``backward`` returns one gradient per input (or None where there is none), each either of the
     input's shape or broadcastable to it (the engine sums broadcast axes back).
     """
-    _inputs, outputs, generation, _as_tensors = None, (), 0, False
+    _inputs, outputs, generation, _as_tensors, _seq = None, (), 0, False, 0
 
     def __call__(self, *inputs):
         xs = inputs
@@ -234,6 +267,7 @@ class Function:
                     gen = x.generation
             if gen >= 0:
                 self.generation = gen
+                self._seq = next(_sequence)    # creation order: backward's deterministic tie-break
                 self._inputs = xs
                 for o in outs:
                     if o.data.dtype.kind == "f":
@@ -260,6 +294,10 @@ class Function:
 
     def backward(self, *gys):
         raise NotImplementedError
+
+
+_sequence = itertools.count(1)   # Functions recorded in a graph are numbered in creation order; an
+_last_change = [0]               # in-place change takes a number too: the latest one is kept here
 
 
 def _to_tensors(inputs):
@@ -367,7 +405,11 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
 
 def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
     pending = {}   # id(t) -> [t, gradient so far]; holding t keeps it alive until its creator runs
-    heap, queued = [], {}   # a min-heap of int keys -generation·2⁶⁴ + id(f) (deepest first); key -> f
+    # A min-heap of int keys −(generation·2⁶⁴ + seq): deepest generation first, and within one
+    # generation the most recently created Function first (as PyTorch). Ordering ties by creation
+    # sequence, never by id(f) (a memory address), makes the order in which gradients are summed,
+    # hence float32 results, the same in every run.
+    heap, queued = [], {}   # key -> f
 
     def add_grad(t, g):                       # sum every contribution a tensor receives
         entry = pending.get(id(t))
@@ -377,11 +419,12 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
         pending[id(t)] = [t, g]
         f = t.creator
         if f is not None:
-            key = id(f) - (f.generation << 64)
+            key = -((f.generation << 64) + f._seq)
             if key not in queued:
                 queued[key] = f
                 heappush(heap, key)
 
+    last_change = _last_change[0]
     with _grad_mode(create_graph):
         for r, g in zip(roots, root_grads):   # a root gradient: an array of the output's dtype, or
             if isinstance(g, Tensor) and not create_graph:   # under create_graph a Tensor (which may
@@ -412,6 +455,10 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 got = True
             if not got:
                 continue
+            if f._seq < last_change:             # older than some in-place change: check its inputs
+                for x in f._inputs:
+                    if x._changed > f._seq:
+                        _modified_in_place(f, x)
             f._as_tensors = create_graph
             gxs = f.backward(*gys)
             f._as_tensors = False
@@ -433,7 +480,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 pending[key] = [x, gx]
                 c = x.creator
                 if c is not None:
-                    key = id(c) - (c.generation << 64)
+                    key = -((c.generation << 64) + c._seq)
                     if key not in queued:
                         queued[key] = c
                         heappush(heap, key)
@@ -455,6 +502,15 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
             t.grad = Tensor(g)
         else:
             t.grad = Tensor(t.grad.data + g)
+
+
+def _modified_in_place(f, x):
+    raise RuntimeError(
+        f"backward: an input of {type(f).__name__} (a {x.dtype} tensor of shape {x.shape}"
+        f"{' ' + repr(x.name) if x.name else ''}) was modified in place after {type(f).__name__} used it "
+        f"(it is now at version {x._version}). Its gradient would be computed from "
+        f"the new values. Call backward() before changing it (e.g. before optimizer.step()), or "
+        f"recompute the forward pass after the change.")
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None, allow_unused=True):

@@ -90,27 +90,56 @@ def gradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, see
     return True
 
 
-def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, params=()):
-    """Check double backward: gradcheck of  (x, gy) -> grad(fn(x), [x, params], gy, create_graph=True)."""
+def _labelled(inputs, params):
+    out = []
+    for where, ts in (("inputs", inputs), ("params", params)):
+        for j, x in enumerate(ts):
+            if isinstance(x, Tensor) and x.requires_grad:
+                out.append((x, f"{where}[{j}]" + (f" {x.name!r}" if x.name else "")))
+    return out
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, params=(),
+                  first_order_rtol=1e-7, first_order_atol=1e-9):
+    """Check double backward, in two steps (float64 throughout):
+
+    1. The first-order gradient computed through the Tensor path (``create_graph=True``: every
+       backward evaluated on Tensors) must equal the one from the fast array path, input by input,
+       within ``first_order_rtol``/``first_order_atol`` (both are exact formulas, so only rounding
+       may differ). A Function whose two backward branches disagree — a sign error in the Tensor
+       branch alone — fails here even when that wrong branch is internally consistent.
+    2. gradcheck of  (x, gy) -> grad(fn(x), [x, params], gy, create_graph=True): the second
+       derivatives against central differences.
+
+    Functions without double backward (the fused LSTM/GRU sequences) raise NotImplementedError.
+    """
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     params = list(params)
-    checked = [x for x in inputs + params if isinstance(x, Tensor) and x.requires_grad]
+    labelled = _labelled(inputs, params)
+    checked = [x for x, _ in labelled]
+    if not checked:
+        raise ValueError("gradgradcheck: no input requires grad")
     saved = [x.data for x in checked]
+    rng = np.random.default_rng(seed + 1)
     try:
         for x in checked:
             x.data = x.data.astype(np.float64)
         ys = _outputs(fn(*inputs))
+        xp = backend.get_array_module(ys[0].data)
+        if grad_outputs is None:
+            gys = [Tensor(xp.asarray(rng.standard_normal(y.shape)), requires_grad=True) for y in ys]
+        else:
+            gos = grad_outputs if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
+            gys = [Tensor(g.data if isinstance(g, Tensor) else xp.asarray(g, dtype=np.float64),
+                          requires_grad=True) for g in gos]
+        diff = [(y, g) for y, g in zip(ys, gys) if y.requires_grad]
+        outs = [y for y, _ in diff]
+        fast = grad(outs, checked, [g.data for _, g in diff], retain_graph=True, allow_unused=True)
+        slow = grad(outs, checked, [g for _, g in diff], create_graph=True, allow_unused=True)
+        _compare_first_order(fast, slow, labelled, first_order_rtol, first_order_atol)
     finally:
         for x, s in zip(checked, saved):
             x.data = s
-    rng = np.random.default_rng(seed + 1)
-    xp = backend.get_array_module(ys[0].data)
-    if grad_outputs is None:
-        gys = [Tensor(xp.asarray(rng.standard_normal(y.shape)), requires_grad=True) for y in ys]
-    else:
-        gos = grad_outputs if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
-        gys = [Tensor(g.data if isinstance(g, Tensor) else xp.asarray(g, dtype=np.float64),
-                      requires_grad=True) for g in gos]
     n = len(inputs)
 
     def first_grads(*args):
@@ -122,3 +151,27 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
 
     return gradcheck(first_grads, inputs + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 2,
                      params=params)
+
+
+def _compare_first_order(fast, slow, labelled, rtol, atol):
+    for (x, label), a, t in zip(labelled, fast, slow):
+        if (a is None) != (t is None):
+            raise GradcheckError(
+                f"gradgradcheck: input {label} of shape {tuple(x.shape)} gets "
+                f"{'no' if t is None else 'a'} gradient through the Tensor path (create_graph=True) but "
+                f"{'no' if a is None else 'a'} gradient through the array path")
+        if a is None:
+            continue
+        fa, ft = backend.as_numpy(a.data), backend.as_numpy(t.data)
+        err = np.abs(ft - fa)
+        bound = atol + rtol * np.abs(fa)
+        if not (err <= bound).all():                       # (a NaN on either side fails too)
+            i = np.unravel_index(int(np.nanargmax(np.where(np.isnan(err), np.inf, err - bound))), err.shape) \
+                if err.ndim else ()
+            raise GradcheckError(
+                f"gradgradcheck: the first-order gradient of input {label} of shape {tuple(x.shape)} "
+                f"computed through the Tensor path (create_graph=True) differs from the array path:\n"
+                f"  at index {tuple(int(k) for k in i)}: Tensor path {float(ft[i]):.10g}, array path "
+                f"{float(fa[i]):.10g}\n  max |difference| {float(np.nanmax(err)) if err.size else 0.0:.3g} "
+                f"> atol {atol} + rtol {rtol} * |array path|. The two branches of some Function's "
+                f"backward (on arrays / on Tensors under create_graph) disagree.")

@@ -72,8 +72,10 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Apply one update to every parameter that has a gradient."""
-        for group in self.param_groups:
+        """Apply one update to every parameter that has a gradient (in place: each updated
+        parameter's version counter goes up, see ``Tensor.version``)."""
+        hps = [_plain(group, type(self).__name__) for group in self.param_groups]   # all checked first
+        for group, hp in zip(self.param_groups, hps):
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -84,7 +86,8 @@ class Optimizer:
                 if g.dtype != p.data.dtype:
                     g = g.astype(p.data.dtype)
                 state = self.state.setdefault(id(p), {})
-                self._update(p, g, state, group)
+                self._update(p, g, state, hp)
+                p.bump_version()              # an in-place change: graphs that used p refuse backward
 
     def _update(self, p, g, state, group):
         raise NotImplementedError
@@ -152,6 +155,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
+        _check(type(self).__name__, value)
         for g in self.param_groups:
             g["lr"] = value
 
@@ -160,16 +164,49 @@ class Optimizer:
         return f"{type(self).__name__}({opts})"
 
 
+def _plain(group, name):
+    """The group's hyper-parameters as Python numbers (NumPy float64 scalars such as
+    ``np.float64(1e-3)`` are strong in NumPy 2 and would turn float32 updates and state into
+    float64), checked finite: a scheduler or a user may have written them into the group."""
+    hp = {}
+    for k, v in group.items():
+        if k == "params":
+            continue
+        if isinstance(v, (tuple, list)):
+            v = tuple(_number(x, k, name) for x in v)
+        elif not isinstance(v, (bool, str)) and v is not None:
+            v = _number(v, k, name)
+        hp[k] = v
+    return hp
+
+
+def _number(v, key, name):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v                                    # not a number: the user's own group entry
+    if not math.isfinite(f):
+        raise ValueError(f"{name}: hyper-parameter {key!r} is {f}; it must be finite")
+    return int(v) if isinstance(v, (int, np.integer)) else f
+
+
 def _zeros(p):
     return backend.get_array_module(p.data).zeros_like(p.data)
 
 
 def _check(name, lr, **nonneg):
-    if lr is None or lr < 0:
-        raise ValueError(f"{name}: invalid learning rate {lr}")
-    for k, v in nonneg.items():
-        if v < 0:
-            raise ValueError(f"{name}: invalid {k} {v} (must be ≥ 0)")
+    """lr and the other hyper-parameters must be finite numbers ≥ 0 (NaN compares false with
+    everything, so ``lr < 0`` alone would let lr=nan through to poison every weight)."""
+    for k, v in (("lr", lr), *nonneg.items()):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: {k} must be a number, got {v!r}") from None
+        if not math.isfinite(f) or f < 0:
+            what = "learning rate" if k == "lr" else k
+            raise ValueError(f"{name}: invalid {what} {v} (must be a finite number ≥ 0)")
 
 
 class SGD(Optimizer):
@@ -184,7 +221,7 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        _check("SGD", lr, momentum=momentum, weight_decay=weight_decay)
+        _check("SGD", lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
@@ -269,7 +306,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         name = type(self).__name__
         _check(name, lr, eps=eps, weight_decay=weight_decay)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+        if len(betas) != 2 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):   # (NaN fails too)
             raise ValueError(f"{name}: betas must lie in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad))

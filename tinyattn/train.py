@@ -20,7 +20,13 @@ Conventions (Keras's where Keras has one):
 * ``"accuracy"`` follows the loss, as Keras resolves it: binary (threshold 0.5 on probabilities, 0
   on logits), categorical (argmax vs argmax) or sparse categorical (argmax vs integer label); for a
   plain callable loss it is inferred from the shapes and label dtype.
-* Shuffling uses tinyattn's seeded generator (``tinyattn.manual_seed``), so runs repeat exactly.
+* Shuffling draws from fit's OWN generator, ``numpy.random.default_rng(seed)``; without ``seed=``
+  its seed is drawn once from tinyattn's generator (``tinyattn.manual_seed``). So seeded runs repeat
+  exactly, and two models trained at once in two threads (with ``seed=``) shuffle exactly as they
+  would one after the other. (Dropout layers still draw from tinyattn's global generator.)
+* A loss that becomes NaN or ±inf stops training at once with a FloatingPointError naming the epoch
+  and the batch, before that batch's update reaches the weights (Keras's TerminateOnNaN, on by
+  default; ``terminate_on_nan=False`` keeps training).
 """
 import math
 import sys
@@ -56,15 +62,25 @@ class History(dict):
 
 
 # -- data plumbing -----------------------------------------------------------------------------------
-def _inputs(x, name):
-    """(list of arrays, was_multi)."""
+def _inputs(x, name, what="x"):
+    """The list of input arrays (one per model input); an empty dataset is an error."""
     multi = isinstance(x, (tuple, list)) and len(x) > 0 and hasattr(x[0], "shape")
     xs = list(x) if multi else [x]
     xs = [a.data if isinstance(a, Tensor) else (a if hasattr(a, "shape") else np.asarray(a)) for a in xs]
+    if any(a.ndim == 0 for a in xs):
+        raise ValueError(f"{name}: {what} must have a leading sample axis, got a scalar")
     n = {int(a.shape[0]) for a in xs}
     if len(n) != 1:
         raise ValueError(f"{name}: the inputs have different numbers of samples {[a.shape for a in xs]}")
+    if n == {0}:
+        raise ValueError(f"{name}: {what} is empty (0 samples, shapes {[tuple(a.shape) for a in xs]}); "
+                         f"pass at least one sample")
     return xs
+
+
+def _check_batch_size(batch_size, name):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"{name}: batch_size must be a positive integer, got {batch_size!r}")
 
 
 def _param_info(model):
@@ -178,6 +194,7 @@ def evaluate(model, loss, x, y, batch_size=32, metrics=()):
     (y_true, y_pred) -> scalar Tensor. Returns the loss as a float (the batch losses' mean weighted
     by batch size), or, with ``metrics=("accuracy",)``, a dict ``{"loss": ..., "accuracy": ...}``.
     """
+    _check_batch_size(batch_size, "evaluate")
     loss_fn = _losses.get(loss)
     want_acc = _check_metrics(metrics, "evaluate")
     xs = _inputs(x, "evaluate")
@@ -195,6 +212,7 @@ def predict(model, x, batch_size=32):
     that returns a tuple or list, e.g. an LSTM with ``return_state``). The model's train/eval mode
     is restored afterwards.
     """
+    _check_batch_size(batch_size, "predict")
     outs = [tuple(backend.as_numpy(o.data) for o in out) if isinstance(out, (tuple, list))
             else backend.as_numpy(out.data)
             for _, out in _eval_batches(model, _inputs(x, "predict"), batch_size)]
@@ -217,7 +235,7 @@ def _check_coverage(model, optimizer):
 
 # -- training ----------------------------------------------------------------------------------------
 def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-        shuffle=True, verbose=1, metrics=(), clipnorm=None):
+        shuffle=True, verbose=1, metrics=(), clipnorm=None, seed=None, terminate_on_nan=True):
     """Train ``model`` on (x, y) with ``optimizer`` for ``epochs`` passes; return a :class:`History`.
 
     model: a Module, called as ``model(*x_batch)``; loss: a name (``"mse"``, ``"mae"``,
@@ -228,13 +246,18 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
     validation_split: fraction s in [0, 1) held out from the *end* of the data (Keras);
     validation_data: (x_val, y_val) instead; shuffle: reshuffle the training part every epoch;
     verbose: 0 silent, 1 a tqdm progress bar (a plain line without tqdm), 2 one line per epoch;
-    metrics: () or ("accuracy",); clipnorm: clip the global gradient norm to this before each step.
+    metrics: () or ("accuracy",); clipnorm: clip the global gradient norm to this before each step;
+    seed: seeds fit's own shuffling generator (default: one draw from tinyattn's generator, which
+    ``tinyattn.manual_seed`` seeds); terminate_on_nan: raise FloatingPointError naming the epoch and
+    batch as soon as a batch loss is NaN or ±inf, before that batch updates the weights (default
+    True, Keras's TerminateOnNaN); False trains on and records the non-finite loss.
 
     Returns ``History`` with per-epoch lists: ``loss`` (+ ``accuracy``), and ``val_loss``
     (+ ``val_accuracy``) when there is validation data.
     """
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"fit: need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+    if epochs < 0:
+        raise ValueError(f"fit: need epochs >= 0, got {epochs}")
+    _check_batch_size(batch_size, "fit")
     loss_fn = _losses.get(loss)
     want_acc = _check_metrics(metrics, "fit")
     rule = _accuracy_rule(loss_fn)
@@ -245,13 +268,13 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
     val = None
     if validation_data is not None:
         vx, vy = validation_data
-        val = (_inputs(vx, "fit"), vy.data if isinstance(vy, Tensor) else np.asarray(vy)
+        val = (_inputs(vx, "fit", "validation_data x"), vy.data if isinstance(vy, Tensor) else np.asarray(vy)
                if not hasattr(vy, "shape") else vy)
     elif validation_split:
         xs, y, vxs, vy = _split_validation(xs, y, validation_split, "fit")
         val = (vxs, vy)
     n = int(xs[0].shape[0])
-    n_batches = max(1, math.ceil(n / batch_size))
+    n_batches = math.ceil(n / batch_size)
     history = History(loss=[])
     if want_acc:
         history["accuracy"] = []
@@ -259,12 +282,15 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
         history["val_loss"] = []
         if want_acc:
             history["val_accuracy"] = []
+    if seed is None:       # one draw from the global generator: manual_seed fixes it, and the
+        seed = int(backend.rng(np).integers(2 ** 63))          # draw happens once, at the start
+    shuffler = np.random.default_rng(seed)   # fit's own: other threads' draws cannot interleave
     was_training = model.training
     try:
         for epoch in range(epochs):
             model.train()
             t0 = time.perf_counter()
-            order = backend.rng(np).permutation(n) if shuffle else np.arange(n)
+            order = shuffler.permutation(n) if shuffle else np.arange(n)
             bar = None
             if verbose == 1 and _tqdm is not None and sys.stdout.isatty():   # logs get plain lines
                 bar = _tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", leave=True,
@@ -281,13 +307,21 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
                 if not isinstance(value, Tensor) or value.size != 1:
                     raise TypeError(f"fit: the loss must return a scalar Tensor, got "
                                     f"{getattr(value, 'shape', type(value).__name__)}")
+                loss_value = float(value.item())
+                if terminate_on_nan and not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"fit: the loss is {loss_value} at epoch {epoch + 1}/{epochs}, batch {b + 1}/"
+                        f"{n_batches} (samples {start}..{start + len(idx) - 1} of the shuffled epoch); "
+                        f"training stopped before this batch updated the weights. Look for NaN/inf in "
+                        f"x or y (np.isfinite(x).all()), a too-high learning rate, or log(0) in a custom "
+                        f"loss; pass terminate_on_nan=False to train on regardless")
                 value.backward()
                 if epoch == 0 and b == 0:
                     _check_coverage(model, optimizer)
                 if clipnorm is not None:
                     clip_grad_norm(optimizer.params(), clipnorm)
                 optimizer.step()
-                total += float(value.item()) * len(idx)
+                total += loss_value * len(idx)
                 if want_acc:
                     c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))
                     correct, count = correct + c, count + k

@@ -42,10 +42,14 @@ class Mul(Function):
 
 
 class Div(Function):
-    """y = a / b.   ga = gy / b, gb = -gy ⊙ a / b²."""
+    """y = a / b.   ga = gy / b, gb = -gy ⊙ a / b².  Integer / integer is float32 (PyTorch's true
+    division into the default dtype; NumPy would give float64)."""
 
     def forward(self, a, b):
-        return a / b
+        y = a / b
+        if y.dtype == np.float64 and a.dtype.kind != "f" and b.dtype.kind != "f":
+            y = y.astype(np.float32)
+        return y
 
     def backward(self, gy):
         a, b = self.inputs
@@ -64,31 +68,52 @@ class Neg(Function):
 
 
 class PowScalar(Function):
-    """y = x ** c for a constant c.   gx = gy ⊙ c x^(c-1)."""
+    """y = x ** c for a constant c.   gx = gy ⊙ c x^(c-1);  c = 0: gx = 0 (PyTorch's rule; the
+    formula would give 0 · 0⁻¹ = NaN at x = 0). At x = 0 the other exponents give what the formula
+    gives, as in PyTorch: 0 for c ≥ 1, +inf for 0 < c < 1 (x**0.5), -inf for c = -1.
+    An integer x with a float c gives float32 (PyTorch), an integer c keeps x's dtype."""
 
     def __init__(self, c):
         self.c = c
 
     def forward(self, x):
+        if x.dtype.kind != "f" and isinstance(self.c, float):
+            x = x.astype(np.float32)
         return x ** self.c
 
     def backward(self, gy):
+        if self.c == 0:
+            return gy * 0.0
         x, = self.inputs
         return gy * (x ** (self.c - 1)) * self.c
 
 
 class Pow(Function):
-    """y = a ** b (tensor exponent).   ga = gy ⊙ b a^(b-1),  gb = gy ⊙ y ⊙ log a."""
+    """y = a ** b (tensor exponent).   ga = gy ⊙ b a^(b-1),  gb = gy ⊙ y ⊙ log a.
+
+    PyTorch's values where the formulas give 0 · ∞ = NaN: ga = 0 where a = 0 and b = 0, and gb = 0
+    where a = 0 and b ≥ 0 (y = 0 or 1 there and log 0 = −∞)."""
 
     def forward(self, a, b):
         return a ** b
 
     def backward(self, gy):
-        from .elementwise import Log
+        from .elementwise import Log, Where
         a, b = self.inputs
+        a0, b0 = self._inputs[0].data, self._inputs[1].data
         y, = self.output_values
-        ga = gy * b * a ** (b - 1) if self._inputs[0].requires_grad else None
-        gb = gy * y * apply(Log(), a) if self._inputs[1].requires_grad else None
+        ga = gb = None
+        if self._inputs[0].requires_grad:
+            ga = gy * b * a ** (b - 1)
+            zero = (b0 == 0) & (a0 == 0)           # 0 · 0⁻¹: only there (keeps d²/db da elsewhere)
+            if zero.any():
+                ga = apply(Where(zero), 0.0, ga)
+        if self._inputs[1].requires_grad:
+            zero = (a0 == 0) & (b0 >= 0)
+            if zero.any():                          # log 1 = 0 stands in where the answer is 0
+                gb = apply(Where(zero), 0.0, gy * y * apply(Log(), apply(Where(zero), 1.0, a)))
+            else:
+                gb = gy * y * apply(Log(), a)
         return ga, gb
 
 

@@ -12,10 +12,17 @@ from ..autograd import Function, Tensor, apply
 from .. import backend
 
 
+def _floating(x):
+    """Integer/boolean input to a transcendental function computes in float32, as PyTorch (NumPy
+    would give float64): exp(int_tensor) is float32."""
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
 class Exp(Function):
     """y = eˣ.   gx = gy ⊙ y."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).exp(x)
 
     def backward(self, gy):
@@ -26,6 +33,7 @@ class Log(Function):
     """y = ln x.   gx = gy / x."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).log(x)
 
     def backward(self, gy):
@@ -36,6 +44,7 @@ class Sqrt(Function):
     """y = √x.   gx = gy / (2y)."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).sqrt(x)
 
     def backward(self, gy):
@@ -46,6 +55,7 @@ class Tanh(Function):
     """y = tanh x.   gx = gy ⊙ (1 − y²)."""
 
     def forward(self, x):
+        x = _floating(x)
         return backend.get_array_module(x).tanh(x)
 
     def backward(self, gy):
@@ -58,7 +68,7 @@ class Sigmoid(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        y = xp.tanh(x * 0.5)
+        y = xp.tanh(_floating(x) * 0.5)
         y *= 0.5
         y += 0.5
         return y
@@ -76,11 +86,14 @@ class Masked(Function):
 
 
 class ReLU(Masked):
-    """y = max(x, 0).   m = [x > 0]."""
+    """y = max(x, 0), NaN kept (relu(NaN) = NaN, as PyTorch; relu(−inf) = 0).   m = [not x ≤ 0]
+    (PyTorch's mask: 1 for x > 0 and for NaN, so a NaN stays visible in the gradient too)."""
 
     def forward(self, x):
-        self.mask = x > 0
-        return backend.get_array_module(x).where(self.mask, x, x.dtype.type(0))   # relu(−inf) = 0
+        xp = backend.get_array_module(x)
+        off = x <= 0
+        self.mask = ~off
+        return xp.where(off, x.dtype.type(0), x)
 
 
 class LeakyReLU(Masked):
@@ -178,23 +191,43 @@ class Where(Function):
 
 
 class Maximum(Function):
-    """y = max(a, b) elementwise (ties go to a).   ga = gy⊙[a ≥ b], gb = gy⊙[a < b]."""
+    """y = max(a, b) elementwise, broadcast; NaN in either input gives NaN (PyTorch, np.maximum).
+
+    PyTorch's gradient convention: ties share the gradient equally, and where y is NaN both inputs
+    receive the full gradient:
+        ga = gy ⊙ wa,  wa = 1 − [a < b] − ½[a = b]
+        gb = gy ⊙ wb,  wb = 1 − [a > b] − ½[a = b]
+    (so maximum(x, 0) at x = 0 sends half of gy to x; a NaN compares false both ways: wa = wb = 1).
+    """
+    less = True   # wa drops where a < b (maximum); Minimum flips it
 
     def forward(self, a, b):
-        self.cond = a >= b
-        return backend.get_array_module(a, b).where(self.cond, a, b)
+        xp = backend.get_array_module(a, b)
+        y = xp.maximum(a, b) if self.less else xp.minimum(a, b)
+        if y.dtype.kind != "f":                 # integers and booleans: no gradient
+            return y
+        lo, hi = (a < b, a > b) if self.less else (a > b, a < b)
+        tie = (a == b).astype(y.dtype)
+        tie *= 0.5
+        self.wa = (~lo).astype(y.dtype)       # 1 − [a < b] (True for NaN: compares false)
+        self.wa -= tie
+        self.wb = (~hi).astype(y.dtype)
+        self.wb -= tie
+        return y
 
-    backward = Where.backward
+    def backward(self, gy):
+        return gy * self.wa, gy * self.wb
 
 
-class Minimum(Function):
-    """y = min(a, b) elementwise (ties go to a).   ga = gy⊙[a ≤ b], gb = gy⊙[a > b]."""
+class Minimum(Maximum):
+    """y = min(a, b) elementwise, broadcast; NaN in either input gives NaN (PyTorch, np.minimum).
 
-    def forward(self, a, b):
-        self.cond = a <= b
-        return backend.get_array_module(a, b).where(self.cond, a, b)
-
-    backward = Where.backward
+    PyTorch's gradient convention: ties share the gradient equally, and where y is NaN both inputs
+    receive the full gradient:
+        ga = gy ⊙ wa,  wa = 1 − [a > b] − ½[a = b]
+        gb = gy ⊙ wb,  wb = 1 − [a < b] − ½[a = b]
+    """
+    less = False
 
 
 class Cast(Function):

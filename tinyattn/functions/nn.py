@@ -153,8 +153,23 @@ def embedding(ids, weight):
 
 
 def one_hot(indices, num_classes, dtype=np.float32):
-    """(...) integer indices -> (..., num_classes) with a 1 at each index (no gradient)."""
+    """(...) integer indices in [0, num_classes) -> (..., num_classes) with a 1 at each index (no
+    gradient). A negative or too-large index is an error (not NumPy's wrap-around: -1 would silently
+    become the last class), and so are non-integer values (1.5 is not a class)."""
     idx = indices.data if isinstance(indices, Tensor) else indices
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"one_hot: num_classes must be a positive integer, got {num_classes!r}")
     xp = backend.get_array_module(idx)
-    idx = xp.asarray(idx).astype(np.int64)
+    idx = xp.asarray(idx)
+    if idx.dtype.kind not in "iub":
+        if idx.dtype.kind == "f" and (idx.size == 0 or bool((idx == xp.round(idx)).all())):
+            idx = idx.astype(np.int64)
+        else:
+            raise TypeError(f"one_hot: indices must be integers, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= num_classes:
+            raise IndexError(f"one_hot: indices must lie in [0, {num_classes}) for num_classes="
+                             f"{num_classes}, got values in [{lo}, {hi}] (shape {tuple(idx.shape)})")
     return Tensor(xp.eye(num_classes, dtype=dtype)[idx])

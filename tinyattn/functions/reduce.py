@@ -72,14 +72,21 @@ class Var(Reduction):
 
 
 class Max(Reduction):
-    """y = max_axis x.   gx = broadcast(gy) ⊙ [x = y] / (number of ties), as PyTorch's amax."""
+    """y = max_axis x.   gx = broadcast(gy) ⊙ [x = y] / (number of ties): PyTorch's ``amax``
+    (and full ``max()``) convention.
+
+    Ties share the gradient equally (max of [3, 1, 3]: gx = [½, 0, ½]). NaN propagates: a slice
+    holding a NaN has y = NaN and, as in PyTorch's ``amax``, gx = NaN on that whole slice (no entry
+    equals NaN, so the tie count is 0 and the gradient 0/0); the NaN is never hidden.
+    """
 
     op = "max"
 
     def forward(self, x):
         y = getattr(x, self.op)(axis=self.axis, keepdims=True)
         mask = x == y
-        self.mask = mask / mask.sum(axis=self.axis, keepdims=True).astype(x.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):     # NaN slices: 0/0 = NaN, on purpose
+            self.mask = mask / mask.sum(axis=self.axis, keepdims=True).astype(x.dtype)
         return y if self.keepdims else y.reshape(_reduced_shape(x.shape, self.axis))
 
     def backward(self, gy):
@@ -87,7 +94,8 @@ class Max(Reduction):
 
 
 class Min(Max):
-    """y = min_axis x.   gx = broadcast(gy) ⊙ [x = y] / (number of ties)."""
+    """y = min_axis x.   gx = broadcast(gy) ⊙ [x = y] / (number of ties), PyTorch's ``amin``
+    convention: ties share the gradient equally; a slice with a NaN gives y = NaN and gx = NaN."""
 
     op = "min"
 
