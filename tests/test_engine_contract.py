@@ -322,3 +322,18 @@ def test_only_uses_before_the_change_are_refused():
     np.testing.assert_array_equal(x.grad.numpy(), [5, 5, 5])
     with pytest.raises(RuntimeError, match=r"an input of Mul .*shape \(3,\).* now at version 1"):
         (before.sum() + after.sum()).backward()
+
+
+def test_loading_weights_invalidates_graphs_built_on_the_old_ones():
+    """set_weights / load_state_dict / astype replace a parameter's array: a graph built before
+    must refuse to backpropagate (it would silently use the new weights otherwise)."""
+    from tinyattn import nn
+    layer = nn.Dense(3)
+    x = np.ones((2, 4), np.float32)
+    for change in (lambda: layer.set_weights(layer.get_weights()),
+                   lambda: layer.load_state_dict(layer.state_dict()),
+                   lambda: layer.astype(np.float32)):
+        y = layer(x).sum()
+        change()
+        with pytest.raises(RuntimeError):
+            y.backward()

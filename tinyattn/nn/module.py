@@ -237,6 +237,7 @@ class Module:
         """Move every parameter to ``"cpu"`` or ``"gpu"`` in place (they stay the same objects)."""
         for p in self.parameters() + self.buffers():
             p.data = backend.to_device(p.data, device)
+            p.bump_version()        # a graph built on the old values must not backpropagate
             if p.grad is not None:
                 p.grad = Tensor(backend.to_device(p.grad.data, device))
         return self
@@ -249,6 +250,7 @@ class Module:
                 object.__setattr__(m, "dtype", np.dtype(dtype))
         for p in self.parameters() + [b for b in self.buffers() if b.dtype.kind == "f"]:
             p.data = p.data.astype(dtype)
+            p.bump_version()        # a graph built on the old values must not backpropagate
             p.grad = None
         return self
 
@@ -279,6 +281,7 @@ class Module:
                 v = array_of(state[n])
                 xp = backend.get_array_module(p.data)
                 p.data = xp.asarray(backend.to_device(v, p.device), dtype=p.data.dtype).copy()
+                p.bump_version()        # a graph built on the old values must not backpropagate
         return self
 
     def weights(self):
@@ -301,6 +304,7 @@ class Module:
                 raise ValueError(f"{type(self).__name__}.set_weights: shape {a.shape} does not match "
                                  f"weight {p.name or ''} of shape {p.shape}")
             p.data = backend.to_device(a.astype(p.data.dtype), p.device)
+            p.bump_version()        # a graph built on the old values must not backpropagate
 
     def __repr__(self):
         lines = [f"{type(self).__name__}("]
