@@ -191,6 +191,8 @@ class _RNN(Module):
         self.zero_output_for_mask = zero_output_for_mask
         self.dtype = cell.dtype
         object.__setattr__(self, "_config", config)
+        from ..functions.rnn import register_user
+        register_user(self)               # the shared LSTM/GRU buffer pool is emptied when the last layer goes
 
     def get_config(self):
         """The constructor arguments (used by Bidirectional to build the backward copy)."""
