@@ -29,6 +29,7 @@ so these Functions have no double backward: ``create_graph=True`` through them r
 from collections import OrderedDict
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -36,7 +37,8 @@ from ..autograd import Function
 from .. import backend
 from .masks import as_mask
 
-__all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence"]
+__all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
+           "release_buffers", "buffer_pool_bytes", "set_buffer_pool_limit"]
 
 
 class _Workspace:
@@ -47,15 +49,26 @@ class _Workspace:
     memory back to the OS, and fresh memory costs a page fault per 4 KiB on first touch (measured at
     up to a third of an LSTM training step, depending on the allocator's heuristics). A buffer is handed out again only when nothing else refers to it
     (its reference count is back to the pool's own), so an output or a saved array that is still
-    alive is never overwritten. At most ``per_key`` buffers per shape and ``max_keys`` shapes are
-    kept. CuPy has its own memory pool, so GPU arrays are simply allocated (and so are all arrays
-    on a free-threaded Python, where reference counts are not exact).
+    alive is never overwritten. At most ``per_key`` buffers per shape, ``max_keys`` shapes and
+    ``max_bytes`` bytes in all are kept (least recently used shapes are dropped first; a buffer
+    larger than ``max_bytes`` is never kept). CuPy has its own memory pool, so GPU arrays are simply
+    allocated (and so are all arrays on a free-threaded Python, where reference counts are not exact).
+
+    Lifetime: the pool is emptied by :func:`release_buffers`, and automatically when the last
+    recurrent layer that uses it (``tinyattn.nn.LSTM`` / ``GRU``, see :func:`register_user`) is
+    garbage-collected. Buffers still used by a live graph stay alive until that graph goes.
     """
 
-    def __init__(self, per_key=4, max_keys=16):
-        self.per_key, self.max_keys = per_key, max_keys
+    def __init__(self, per_key=4, max_keys=16, max_bytes=256 << 20):
+        self.per_key, self.max_keys, self.max_bytes = per_key, max_keys, max_bytes
         self.pool = OrderedDict()
+        self.nbytes = 0
+        self.users = 0
         self.lock = threading.Lock()
+
+    def _drop_oldest(self):
+        _, bufs = self.pool.popitem(last=False)
+        self.nbytes -= sum(b.nbytes for b in bufs)
 
     def empty(self, xp, shape, dtype):
         if xp is not np or not _POOL_SAFE:
@@ -65,14 +78,32 @@ class _Workspace:
             bufs = self.pool.pop(key, [])
             self.pool[key] = bufs                       # most recently used last
             if len(self.pool) > self.max_keys:
-                self.pool.popitem(last=False)
+                self._drop_oldest()
             for b in bufs:
                 if sys.getrefcount(b) == 3:             # held only by: the list, b, getrefcount's argument
                     return b
             b = np.empty(shape, dtype=dtype)
-            if len(bufs) < self.per_key:
-                bufs.append(b)
+            if len(bufs) < self.per_key and b.nbytes <= self.max_bytes:
+                while self.nbytes + b.nbytes > self.max_bytes and len(self.pool) > 1:
+                    self._drop_oldest()                 # make room: forget the least recently used shapes
+                if self.nbytes + b.nbytes <= self.max_bytes:
+                    bufs.append(b)
+                    self.nbytes += b.nbytes
             return b
+
+    def clear(self):
+        with self.lock:
+            freed = self.nbytes
+            self.pool.clear()
+            self.nbytes = 0
+            return freed
+
+    def _user_gone(self):
+        with self.lock:
+            self.users -= 1
+            last = self.users <= 0
+        if last:
+            self.clear()
 
 
 def _refcounts_as_assumed():
@@ -91,6 +122,41 @@ def _refcounts_as_assumed():
 
 _POOL_SAFE = _refcounts_as_assumed()
 _workspace = _Workspace()
+
+
+def release_buffers():
+    """Empty the LSTM/GRU buffer pool now; returns the number of bytes it held.
+
+    Arrays still referenced elsewhere (a graph not yet backpropagated, an output) stay alive until
+    they are no longer used; everything else is returned to the allocator. The pool also empties by
+    itself when the last ``tinyattn.nn`` recurrent layer is garbage-collected."""
+    return _workspace.clear()
+
+
+def buffer_pool_bytes():
+    """Bytes of NumPy buffers the LSTM/GRU pool currently keeps for reuse."""
+    return _workspace.nbytes
+
+
+def set_buffer_pool_limit(max_bytes):
+    """Cap the LSTM/GRU buffer pool at ``max_bytes`` (default 256 MiB; 0 turns pooling off);
+    shapes used least recently are dropped to fit. Returns the previous cap."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"set_buffer_pool_limit: max_bytes must be a non-negative integer, got {max_bytes!r}")
+    ws = _workspace
+    with ws.lock:
+        old, ws.max_bytes = ws.max_bytes, int(max_bytes)
+        while ws.nbytes > ws.max_bytes and ws.pool:
+            ws._drop_oldest()
+    return old
+
+
+def register_user(owner):
+    """Count ``owner`` (a recurrent layer) as a user of the buffer pool; when the last registered
+    user is garbage-collected, the pool is emptied (:func:`release_buffers`)."""
+    with _workspace.lock:
+        _workspace.users += 1
+    weakref.finalize(owner, _workspace._user_gone)
 
 
 def _quiet():

@@ -52,7 +52,7 @@ _ACTIVATIONS = {
 }
 
 
-def get_activation(activation):
+def get_activation(activation, layer="get_activation", argument="activation"):
     """A Keras activation by name (or a callable, returned as is); ``None`` and "linear" → identity.
 
     relu max(x, 0) · tanh · sigmoid σ(x) · softmax over the last axis · gelu x·Φ(x) (exact, Keras's
@@ -63,9 +63,17 @@ def get_activation(activation):
         return _linear
     if callable(activation):
         return activation
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"get_activation: unknown activation {activation!r}; known: {sorted(_ACTIVATIONS)}")
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+        raise ValueError(f"{layer}: unknown activation {activation!r} (argument {argument!r}); use one of "
+                         f"{sorted(_ACTIVATIONS)}, None, or a callable Tensor -> Tensor")
     return _ACTIVATIONS[activation]
+
+
+def _positive_int(layer, argument, value):
+    """``value`` as an int, or a ValueError naming the layer and the argument (bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{layer}: {argument} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _built(module):
@@ -86,10 +94,8 @@ class Dense(Module):
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", input_dim=None, dtype="float32"):
         super().__init__()
-        if not isinstance(units, (int, np.integer)) or units <= 0:
-            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
-        self.units, self.use_bias = int(units), use_bias
-        self.activation = get_activation(activation)
+        self.units, self.use_bias = _positive_int("Dense", "units", units), use_bias
+        self.activation = get_activation(activation, "Dense")
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
         self.dtype = np.dtype(dtype)
         if input_dim is not None:
@@ -126,7 +132,7 @@ class Activation(Module):
 
     def __init__(self, activation, dtype="float32"):
         super().__init__()
-        self.activation = get_activation(activation)
+        self.activation = get_activation(activation, "Activation")
         self.dtype = np.dtype(dtype)
 
     def forward(self, x):
@@ -156,8 +162,10 @@ class Dropout(Module):
 
     def __init__(self, rate, dtype="float32"):
         super().__init__()
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1) (the fraction of inputs dropped), "
+                             f"got {rate!r}")
         self.rate = float(rate)
         self.dtype = np.dtype(dtype)
 
@@ -180,7 +188,9 @@ class Embedding(Module):
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
                  dtype="float32"):
         super().__init__()
-        self.input_dim, self.output_dim, self.mask_zero = int(input_dim), int(output_dim), mask_zero
+        self.input_dim = _positive_int("Embedding", "input_dim (the vocabulary size)", input_dim)
+        self.output_dim = _positive_int("Embedding", "output_dim (the vector size)", output_dim)
+        self.mask_zero = mask_zero
         self.dtype = np.dtype(dtype)
         self.embeddings = Parameter(init.get(embeddings_initializer)((self.input_dim, self.output_dim),
                                                                      dtype=self.dtype), name="embeddings")
@@ -355,18 +365,21 @@ class Conv1D(Module):
                  activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", dtype="float32"):
         super().__init__()
-        one = lambda v: int(v[0]) if isinstance(v, (list, tuple)) else int(v)  # noqa: E731
-        self.filters, self.kernel_size = int(filters), one(kernel_size)
-        self.strides, self.dilation_rate = one(strides), one(dilation_rate)
-        padding = padding.lower()
-        if padding not in ("valid", "same", "causal"):
+        def one(name, v):                 # an int, or a 1-tuple/list holding one (Keras's form)
+            if isinstance(v, (list, tuple)):
+                if len(v) != 1:
+                    raise ValueError(f"Conv1D: {name} must be an integer or a 1-tuple, got {v!r}")
+                v = v[0]
+            return _positive_int("Conv1D", name, v)
+        self.filters, self.kernel_size = one("filters", filters), one("kernel_size", kernel_size)
+        self.strides, self.dilation_rate = one("strides", strides), one("dilation_rate", dilation_rate)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same", "causal"):
             raise ValueError(f"Conv1D: padding must be 'valid', 'same' or 'causal', got {padding!r}")
-        if min(self.filters, self.kernel_size, self.strides, self.dilation_rate) <= 0:
-            raise ValueError("Conv1D: filters, kernel_size, strides and dilation_rate must be positive")
+        padding = padding.lower()
         if self.strides > 1 and self.dilation_rate > 1:
             raise ValueError("Conv1D: strides > 1 together with dilation_rate > 1 is not supported (as in Keras)")
         self.padding, self.use_bias = padding, use_bias
-        self.activation = get_activation(activation)
+        self.activation = get_activation(activation, "Conv1D")
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
         self.dtype = np.dtype(dtype)
 

@@ -8,6 +8,7 @@
   not given, and ``get_weights()`` / ``set_weights()`` list arrays in the Keras layer's order.
 """
 from collections import OrderedDict
+import inspect
 
 import numpy as np
 
@@ -335,15 +336,68 @@ class ModuleList(Module):
         return list(self._modules.values())[i]
 
 
+def _keywords(layer):
+    """``(names, any)``: the keyword arguments ``layer.forward`` takes after its input, and whether it
+    takes any keyword (``**kwargs``). A nested Sequential takes what its layers take."""
+    if isinstance(layer, Sequential):
+        return layer._accepted_keywords()
+    fn = getattr(type(layer), "forward", None)
+    cached = _KEYWORDS.get(fn)
+    if cached is None:
+        try:
+            params = list(inspect.signature(layer.forward).parameters.values())
+        except (TypeError, ValueError):
+            cached = (frozenset(), True)          # cannot tell: let it take everything
+        else:
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            first = positional[0].name if positional else None
+            names = frozenset(p.name for p in params if p.name != first and
+                              p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            cached = (names, any(p.kind == p.VAR_KEYWORD for p in params))
+        if fn is not None:
+            _KEYWORDS[fn] = cached
+    return cached
+
+
+_KEYWORDS = {}
+
+
 class Sequential(ModuleList):
-    """Modules applied in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``."""
+    """Modules applied in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
+
+    Keyword arguments go to every layer whose ``forward`` takes them, e.g.
+    ``Sequential(Embedding(...), LSTM(8), Dense(2))(ids, mask=m, training=True)`` passes ``mask`` and
+    ``training`` to the LSTM only (Dense and Embedding take neither). A keyword that no layer takes
+    is a TypeError naming it (it is never silently dropped) -- except ``training``, which every Keras
+    model takes, and which is simply unused when no layer behaves differently in training.
+    """
 
     def __init__(self, *layers):
         super().__init__(layers)
 
-    def forward(self, x, **kwargs):
+    def _accepted_keywords(self):
+        names, anything = set(), False
         for layer in self:
-            x = layer(x)
+            n, a = _keywords(layer)
+            names |= n
+            anything = anything or a
+        return frozenset(names), anything
+
+    def forward(self, x, **kwargs):
+        if kwargs:
+            names, anything = self._accepted_keywords()
+            unknown = sorted(k for k in kwargs if k not in names and k != "training")
+            if unknown and not anything:
+                layers = ", ".join(type(m).__name__ for m in self) or "none"
+                raise TypeError(f"Sequential: no layer takes the keyword argument(s) {unknown} (layers: "
+                                f"{layers}; keywords they take: {sorted(names)}); check the spelling or "
+                                f"call the layer that needs it directly")
+        for layer in self:
+            if kwargs:
+                names, anything = _keywords(layer)
+                x = layer(x, **(kwargs if anything else {k: v for k, v in kwargs.items() if k in names}))
+            else:
+                x = layer(x)
         return x
 
     def weights(self):

@@ -36,6 +36,11 @@ def _check_activations(name, activation, recurrent_activation):
                          f"implemented (the fused cell), got {activation!r} and {recurrent_activation!r}")
 
 
+def _check_units(name, units):
+    if isinstance(units, (bool, np.bool_)) or not isinstance(units, (int, np.integer)) or units <= 0:
+        raise ValueError(f"{name}: units must be a positive integer, got {units!r}")
+
+
 def _as_tensor(v, dtype, like):
     """A state given as an array or list becomes a constant Tensor on ``like``'s device."""
     if isinstance(v, Tensor):
@@ -51,8 +56,7 @@ class _Cell(Module):
                  recurrent_initializer="orthogonal", bias_initializer="zeros", input_dim=None,
                  dtype="float32"):
         super().__init__()
-        if not isinstance(units, (int, np.integer)) or units <= 0:
-            raise ValueError(f"{type(self).__name__}: units must be a positive integer, got {units!r}")
+        _check_units(type(self).__name__, units)
         self.units, self.use_bias = int(units), use_bias
         self.kernel_initializer = kernel_initializer
         self.recurrent_initializer = recurrent_initializer
@@ -197,6 +201,8 @@ class _RNN(Module):
         self.zero_output_for_mask = zero_output_for_mask
         self.dtype = cell.dtype
         object.__setattr__(self, "_config", config)
+        from ..functions.rnn import register_user
+        register_user(self)               # the shared LSTM/GRU buffer pool is emptied when the last layer goes
 
     def get_config(self):
         """The constructor arguments (used by Bidirectional to build the backward copy)."""
@@ -268,6 +274,8 @@ class LSTM(_RNN):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
                  return_state=False, go_backwards=False, zero_output_for_mask=False, dtype="float32"):
+        _check_units("LSTM", units)
+        _check_activations("LSTM", activation, recurrent_activation)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
@@ -301,6 +309,8 @@ class GRU(_RNN):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
                  go_backwards=False, reset_after=True, zero_output_for_mask=False, dtype="float32"):
+        _check_units("GRU", units)
+        _check_activations("GRU", activation, recurrent_activation)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
