@@ -426,7 +426,7 @@ def _load(module, path, optimizer, strict, z, entries):
 
     # 1. the model part: names, dtypes, shapes, sizes -- headers only
     params = {k[len("param/"):]: e for k, e in entries.items() if k.startswith("param/")}
-    own = dict(module.named_parameters())
+    own = dict(module.named_state())            # parameters and buffers (state_dict()'s names)
     if params and not own:
         raise _fail(path, f"holds weights but {type(module).__name__} has no parameters yet (lazily built "
                           f"layers create them on their first call): call the model once on a sample input, "

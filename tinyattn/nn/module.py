@@ -213,7 +213,7 @@ class Module:
     def buffers(self):
         return [b for _, b in self.named_buffers()]
 
-    def _named_state(self):
+    def named_state(self):
         """Parameters and buffers, module by module (each module's parameters, then its buffers)."""
         seen = set()
         for mprefix, m in self.named_modules():
@@ -258,12 +258,12 @@ class Module:
     # -- weights ------------------------------------------------------------------------------------
     def state_dict(self):
         """name -> array (a copy): parameters and buffers, in registration order."""
-        return OrderedDict((n, p.data.copy()) for n, p in self._named_state())
+        return OrderedDict((n, p.data.copy()) for n, p in self.named_state())
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays into the parameters. A missing/unexpected name or a shape mismatch is an error
         listing every difference (with ``strict=False``, missing and unexpected names are skipped)."""
-        own = OrderedDict(self._named_state())
+        own = OrderedDict(self.named_state())
         missing = [n for n in own if n not in state]
         unexpected = [n for n in state if n not in own]
         bad = [f"{n}: checkpoint {tuple(np.shape(state[n]))} vs model {own[n].shape}"
