@@ -128,7 +128,8 @@ def test_teacher_forcing_equals_stepping(kind, kw):
     logits, w = dec(tgt, mem)
     state = dec.init_state(mem)
     for t in range(4):
-        lg, state, wt = dec.step(tgt[:, t], state, mem)
+        tok = np.argmax(lg.data, axis=1) if getattr(dec, "feed_previous", False) and t else tgt[:, t]
+        lg, state, wt = dec.step(tok, state, mem)
         np.testing.assert_allclose(lg.data, logits.data[:, t], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(wt.data, w.data[:, t], rtol=1e-12, atol=1e-12)
 
@@ -294,11 +295,18 @@ def test_legacy_decoder_equals_tf_equations(kw):
     want, want_w = tf_attention_decoder(dec, mem, tokens)
     state = dec.init_state(mem)
     for t, tok in enumerate(tokens):
+        if dec.feed_previous and t > 0:            # step reads the token it is given: give the argmax
+            tok = np.argmax(logits.data, axis=1)
         logits, state, w = dec.step(tok, state, mem)
         np.testing.assert_allclose(logits.data, want[t], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(w.data, want_w[t], rtol=1e-10, atol=1e-12)
     logits, w = dec(np.stack(tokens, axis=1), mem)
     np.testing.assert_allclose(logits.data, np.stack(want, axis=1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(w.data, np.stack(want_w, axis=1), rtol=1e-10, atol=1e-12)
+    if dec.feed_previous:                          # the loop function did change the inputs
+        dec.feed_previous = False
+        teacher, _ = dec(np.stack(tokens, axis=1), mem)
+        assert not np.allclose(teacher.data, logits.data)
 
 
 def test_legacy_feed_previous_ignores_later_inputs():
@@ -355,8 +363,12 @@ def exhaustive_best(model, src_row, V, max_len, alpha):
                 hyps += list(itertools.product(others, repeat=n))
             y = np.array(hyps)
             tgt_in = np.concatenate([np.full((len(y), 1), BOS), y[:, :-1]], axis=1)
-            logits, _ = model.decoder(tgt_in, mem1.repeat(len(y)))
-            logp = ta.log_softmax(logits, axis=-1).data
+            mem = mem1.repeat(len(y))                  # step by step: the decoder reads each hypothesis
+            state, steps = model.decoder.init_state(mem), []
+            for t in range(n):
+                lg, state, _ = model.decoder.step(tgt_in[:, t], state, mem)
+                steps.append(lg.data)
+            logp = ta.log_softmax(Tensor(np.stack(steps, axis=1)), axis=-1).data
             total = np.take_along_axis(logp, y[:, :, None], axis=2)[:, :, 0].sum(axis=1)
             norm = total / length_penalty(n, alpha)
             i = int(np.argmax(norm))
