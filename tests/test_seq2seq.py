@@ -494,3 +494,45 @@ def test_bleu_matches_d2l():
 def test_exact_match():
     assert exact_match([[1, 2], [3], [4, 5]], [[1, 2], [3, 4], [4, 5]]) == pytest.approx(2 / 3)
     assert exact_match(["a b", "c"], ["a b", "c"]) == 1.0
+
+
+# -- checkpoints and devices -----------------------------------------------------------------------------
+def test_checkpoint_roundtrip(tmp_path):
+    ta.manual_seed(16)
+    a = small_model("legacy", num_heads=2)
+    ta.manual_seed(17)
+    b = small_model("legacy", num_heads=2)
+    assert not np.allclose(a(SRC, TGT_IN).data, b(SRC, TGT_IN).data)
+    ta.save(a, tmp_path / "s2s.npz")
+    ta.load(b, tmp_path / "s2s.npz")
+    np.testing.assert_array_equal(a(SRC, TGT_IN).data, b(SRC, TGT_IN).data)
+    np.testing.assert_array_equal(beam_search(a, SRC, 3, 6).tokens, beam_search(b, SRC, 3, 6).tokens)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,kw", [("bahdanau", {}), ("luong", dict(local="p", window=1)),
+                                     ("legacy", dict(num_heads=2, feed_previous=True))])
+def test_gpu_matches_cpu(kind, kw):
+    if not ta.gpu_available():
+        pytest.skip("CuPy or a GPU is not available")
+    ta.manual_seed(18)
+    model = randomize(small_model(kind, V=6, dtype="float64", label_smoothing=0.1, **kw), 3)
+    cpu_loss = model.loss(SRC, TGT_IN, TGT_OUT)
+    cpu_loss.backward()
+    cpu_grads = [p.grad.numpy() for p in model.parameters()]
+    cpu = [f(model) for f in (lambda m: greedy_decode(m, SRC, 6), lambda m: beam_search(m, SRC, 3, 6),
+                              lambda m: sample(m, SRC, 6, top_k=3, seed=4))]
+    model.zero_grad()
+    model.to("gpu")
+    gpu_loss = model.loss(SRC, TGT_IN, TGT_OUT)          # NumPy ids move to the device by themselves
+    gpu_loss.backward()
+    assert gpu_loss.device == "gpu"
+    np.testing.assert_allclose(gpu_loss.item(), cpu_loss.item(), rtol=1e-10)
+    for p, g in zip(model.parameters(), cpu_grads):
+        np.testing.assert_allclose(p.grad.numpy(), g, rtol=1e-8, atol=1e-10)
+    gpu = [f(model) for f in (lambda m: greedy_decode(m, SRC, 6), lambda m: beam_search(m, SRC, 3, 6),
+                              lambda m: sample(m, SRC, 6, top_k=3, seed=4))]
+    for c, g in zip(cpu, gpu):
+        np.testing.assert_array_equal(c.tokens, g.tokens)
+        np.testing.assert_allclose(c.log_probs, g.log_probs, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(c.alignments, g.alignments, rtol=1e-8, atol=1e-10)
