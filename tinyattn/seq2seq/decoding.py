@@ -171,7 +171,7 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
         mem = mem1.repeat(K)                                            # row b·K + j: beam j of sentence b
         xp = backend.get_array_module(mem.states.data)
         dtype = mem.states.dtype
-        state = dec.init_state(mem)
+        state = dec.init_state(mem1).repeat(K)                          # the cache computed once per sentence
         token = xp.full((B * K,), model.bos_id, dtype=np.int64)
         rows = xp.arange(B)[:, None]
         score = xp.full((B, K), -np.inf, dtype=dtype)
