@@ -572,3 +572,20 @@ def test_gpu_matches_cpu(kind, kw):
         np.testing.assert_array_equal(c.tokens, g.tokens)
         np.testing.assert_allclose(c.log_probs, g.log_probs, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(c.alignments, g.alignments, rtol=1e-8, atol=1e-10)
+
+
+def test_dropout_only_in_training():
+    ta.manual_seed(19)
+    for kind, kw in (("bahdanau", dict(dropout=0.5)), ("luong", dict(dropout=0.5, num_layers=2))):
+        model = small_model(kind, **kw)
+        model.encoder.dropout = 0.5
+        model.eval()
+        a, b = model(SRC, TGT_IN).data, model(SRC, TGT_IN).data
+        np.testing.assert_array_equal(a, b)
+        model.train()
+        c = model(SRC, TGT_IN).data
+        assert not np.allclose(a, c)
+        model.loss(SRC, TGT_IN, TGT_OUT).backward()
+        g1 = greedy_decode(model, SRC, 5).tokens                 # decoding runs in eval mode
+        np.testing.assert_array_equal(g1, greedy_decode(model, SRC, 5).tokens)
+        assert model.training                                    # and restores the mode
