@@ -1,4 +1,4 @@
-"""The package reads in layers: backend -> autograd -> functions -> nn -> training -> attention.
+"""The package reads in layers: backend -> autograd -> functions -> nn -> training -> attention -> seq2seq.
 No module may import (at module level) one from a higher layer, and nothing imports TF/PyTorch."""
 import ast
 import pathlib
@@ -17,6 +17,7 @@ RANK = {
     "attention": 5,
     "viz": 5,
     "transformer": 6,
+    "seq2seq": 6,
 }
 
 
