@@ -268,6 +268,8 @@ NO_DOUBLE_BACKWARD = {
     "LSTMSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
     "GRUCellFn": "fused recurrent step, array-only backward (raises NotImplementedError)",
     "GRUSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
+    "AdditiveAttentionStep": "seq2seq's fused decoder attention step, array-only backward (raises "
+                             "NotImplementedError); tested equal to the composed textbook ops",
     "StraightThroughOneHot": "straight-through estimator: its backward is deliberately not the "
                              "derivative of its forward, so no numerical check applies",
 }
