@@ -159,8 +159,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     * is_causal / causal (one name or the other): False, True or "upper_left" (query i sees keys
       0..i, PyTorch's ``is_causal``), or "lower_right" (query i sees keys 0..i + Tk − Tq,
       PyTorch's ``causal_lower_right``; equal to upper-left when Tq = Tk). ANDed with any mask
-      (PyTorch 2.13 on CPU does the same with a boolean ``attn_mask``); a CausalBias ``attn_mask``
-      together with a causal flag is an error, as in PyTorch.
+      (PyTorch 2.13's CPU kernel does the same for 4-D inputs with a boolean ``attn_mask``; its math
+      backend refuses the pair); a CausalBias ``attn_mask`` with a causal flag is an error, as in PyTorch.
     * dropout_p / dropout (one name or the other): probability applied to the weights when
       ``training`` is True (``training=False`` turns it off; PyTorch has no such switch).
     * enable_gqa: k and v may have fewer heads Hk than q (axis −3), Hq divisible by Hk: query head h
@@ -183,6 +183,9 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
         raise ValueError(f"{w}: q {q.shape} and k {k.shape} differ in feature size")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"{w}: k {k.shape} and v {v.shape} differ in length")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"{w}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}; cast "
+                        f"with .astype(...) (PyTorch refuses the mix too)")
     p = _one_of(w, "dropout_p", dropout_p, "dropout", dropout, 0.0)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{w}: dropout_p must be in [0, 1), got {p}")
