@@ -133,6 +133,8 @@ def test_attn_mask_kinds_refused(rng):
         sdpa(q, k, v, attn_mask=np.zeros((4, 5)))
     with pytest.raises(ValueError, match="does not broadcast"):
         sdpa(q, k, v, attn_mask=np.ones((4, 5), bool))
+    with pytest.raises(TypeError, match="attn_mask / bias Tensor is float32 but q is float64"):
+        sdpa(q, k, v, attn_mask=ta.tensor(np.zeros((3, 5)), dtype=np.float32))
     plus = np.zeros((3, 5))
     plus[1, 2] = np.inf
     with pytest.raises(ValueError, match=r"\+inf"):

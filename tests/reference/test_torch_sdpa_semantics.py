@@ -309,6 +309,15 @@ def test_enable_gqa_matches_torch(hq, hk, hv, mask):
     _run_both(q, k, v, tkw, okw, np.float32)
 
 
+def test_torch_tensors_as_attn_mask():
+    """A PyTorch tensor works as attn_mask (read through NumPy; tinyattn never imports torch): its dtype
+    decides, bool masks and float adds, as in PyTorch."""
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((2, 4, 5)).astype(np.float32) for _ in range(3))
+    for m in (torch.tensor(rng.random((4, 4)) > 0.3), torch.tensor(rng.standard_normal((4, 4)).astype(np.float32))):
+        _run_both(q, k, v, dict(attn_mask=m), dict(attn_mask=m), np.float32)
+
+
 def test_float_attn_mask_gradient_matches_torch():
     """A float attn_mask that requires grad gets PyTorch's gradient (rows with -inf entries included)."""
     rng = np.random.default_rng(8)

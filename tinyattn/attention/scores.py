@@ -146,7 +146,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     * scale: default 1/√d (may be negative, as PyTorch allows).
     * attn_mask (PyTorch's argument; its dtype decides, checked here, explicitly):
         - **boolean**: True = attend, masked entries get weight 0 (through :func:`as_mask`);
-        - **floating** (NumPy/CuPy array, list of floats, or a Tensor — then it gets a gradient):
+        - **floating** (NumPy/CuPy array, list of floats, PyTorch tensor, or a Tensor — then it gets a
+          gradient):
           **added** to the scores, S = Q Kᵀ·scale + attn_mask (PyTorch's float mask; −inf entries mask,
           and a row that is −inf everywhere gets zero weights and a zero output, as PyTorch 2.13 on CPU,
           never NaN; +inf is refused, since it can only make NaN; a NaN in the mask propagates);
@@ -204,6 +205,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
 
     # attn_mask: decided by its dtype, here and nowhere else
     additive = None
+    if hasattr(attn_mask, "detach") and hasattr(attn_mask, "cpu") and not isinstance(attn_mask, Tensor):
+        attn_mask = attn_mask.detach().cpu().numpy()          # a PyTorch tensor (torch is never imported)
     if isinstance(attn_mask, CausalBias):
         if align is not None:
             raise ValueError(f"{w}: CausalBias should not be used with causal=True / is_causal=True: "
@@ -339,6 +342,9 @@ def _biased_attention(q, k, v, terms, mask, dropout, scale, training, groups=1, 
             arr = b if hasattr(b, "dtype") else np.asarray(b)
             arr = backend.as_numpy(arr) if xp is np else xp.asarray(arr)
             b = Tensor(arr.astype(q.dtype, copy=False))
+        if b.dtype != q.dtype:
+            raise TypeError(f"scaled_dot_product_attention: the float attn_mask / bias Tensor is {b.dtype} but "
+                            f"q is {q.dtype}; cast it with .astype(...)")
         try:
             ok = tuple(np.broadcast_shapes(b.shape, shape_full)) == shape_full
         except ValueError:
