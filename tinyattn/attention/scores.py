@@ -172,9 +172,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     * A query whose keys are all masked (by booleans, causal alignment or −inf) gets zero weights
       and a zero output row, with zero gradients (PyTorch ≥ 2.5).
 
-    Without an additive term one fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention`
-    node does the work; with one (float attn_mask or bias) the textbook composition of differentiable
-    ops runs (:func:`_biased_attention`), so the bias gets a gradient too.
+    One fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention` node does the work,
+    constant additive terms (a float attn_mask or bias array) included; when an additive term is a
+    Tensor that requires grad, the textbook composition of differentiable ops runs instead
+    (:func:`_biased_attention`), so that term gets its gradient. The two are tested equal.
     """
     w = "scaled_dot_product_attention"
     q, k, v = _t(q), _t(k), _t(v)
@@ -236,10 +237,15 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
     terms = [t for t in (bias, additive) if t is not None]
+    const = None
     if terms:
-        out, wts = _biased_attention(q, k, v, terms, mask, p, scale, training, groups, shape_full)
-    else:
-        out, wts = ScaledDotProductAttention(scale, mask, p, training)(q, k, v)
+        const, learn, keep = _additive_terms(q, terms, groups, shape_full)
+        if keep:                                  # −inf entries are masked entries
+            mask = combine_masks(mask, *keep, like=q, where=w)
+        if learn:                                 # a bias that takes a gradient: the textbook ops
+            out, wts = _biased_attention(q, k, v, const, learn, mask, p, scale, training)
+    if not terms or not learn:                    # constants only: the fused node adds them
+        out, wts = ScaledDotProductAttention(scale, mask, p, training, bias=const)(q, k, v)
     if groups != 1:                               # (..., Hk, G, Tq, ·) -> (..., Hq, Tq, ·)
         out = out.reshape(out.shape[:-4] + (out.shape[-4] * out.shape[-3],) + out.shape[-2:])
         wts = wts.reshape(wts.shape[:-4] + (wts.shape[-4] * wts.shape[-3],) + wts.shape[-2:])
@@ -322,47 +328,63 @@ def _group(m, g):
     return m.reshape(m.shape[:-3] + (h // g, g) + m.shape[-2:])
 
 
-def _biased_attention(q, k, v, terms, mask, dropout, scale, training, groups=1, shape_full=None):
-    """Textbook attention with additive terms (bias, float attn_mask), from differentiable ops:
+def _additive_terms(q, terms, groups, shape_full):
+    """The additive score terms (tinyattn's ``bias``, PyTorch's float ``attn_mask``), checked and split:
 
-        S = Q Kᵀ · scale + Σ terms    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
-
-    −inf entries of a term are masked (so a row that is −inf everywhere gives P = 0, not 0/0);
-    +inf entries are refused (they can only give NaN).
-    """
-    from ..functions import dropout as _dropout
-    from .masks import masked_softmax
+    returns (const, learn, keep): ``const`` the sum of the constant terms (arrays, lists, Tensors that
+    do not require grad) as one array of q's dtype on q's device, or None; ``learn`` the Tensors that
+    require grad; ``keep`` boolean masks, False where a term is −inf (those entries are masked, so a
+    row that is −inf everywhere gets zero weights instead of 0/0). Every term must broadcast to the
+    scores ``shape_full`` (..., Hq, Tq, Tk) and share q's dtype; +inf is refused (it can only give
+    NaN); a NaN propagates. Under GQA every term is viewed as (..., Hk, G, Tq, Tk)."""
+    w = "scaled_dot_product_attention"
     xp = backend.get_array_module(q.data)
-    sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
-    shape_full = sshape if shape_full is None else shape_full
-    s = (q @ _kt(k)) * scale
-    neg = []
+    const, learn, keep = None, [], []
     for b in terms:
-        if not isinstance(b, Tensor):                          # a constant, on the data's device
+        if isinstance(b, Tensor):
+            if b.dtype != q.dtype:
+                raise TypeError(f"{w}: the float attn_mask / bias Tensor is {b.dtype} but q is {q.dtype}; "
+                                f"cast it with .astype(...)")
+            arr = b.data
+        else:                                                  # a constant, on the data's device
             arr = b if hasattr(b, "dtype") else np.asarray(b)
-            arr = backend.as_numpy(arr) if xp is np else xp.asarray(arr)
-            b = Tensor(arr.astype(q.dtype, copy=False))
-        if b.dtype != q.dtype:
-            raise TypeError(f"scaled_dot_product_attention: the float attn_mask / bias Tensor is {b.dtype} but "
-                            f"q is {q.dtype}; cast it with .astype(...)")
+            arr = (backend.as_numpy(arr) if xp is np else xp.asarray(arr)).astype(q.dtype, copy=False)
         try:
-            ok = tuple(np.broadcast_shapes(b.shape, shape_full)) == shape_full
+            ok = tuple(np.broadcast_shapes(arr.shape, shape_full)) == shape_full
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"scaled_dot_product_attention: bias / float attn_mask {b.shape} does not broadcast "
-                             f"to the scores {shape_full}; give it shape (..., Tq, Tk), e.g. (H, Tq, Tk) for "
-                             f"per-head biases")
-        if b.dtype.kind == "f" and b.size:
-            if bool(xp.any(xp.isposinf(b.data))):
-                raise ValueError("scaled_dot_product_attention: the float attn_mask / bias holds +inf, which "
-                                 "can only give NaN weights; use 0 to attend and -inf (or a boolean mask) to mask")
-            isneg = xp.isneginf(b.data)
+            raise ValueError(f"{w}: bias / float attn_mask {tuple(arr.shape)} does not broadcast to the scores "
+                             f"{shape_full}; give it shape (..., Tq, Tk), e.g. (H, Tq, Tk) for per-head biases")
+        if arr.size and arr.dtype.kind == "f":
+            if bool(xp.any(xp.isposinf(arr))):
+                raise ValueError(f"{w}: the float attn_mask / bias holds +inf, which can only give NaN weights; "
+                                 f"use 0 to attend and -inf (or a boolean mask) to mask")
+            isneg = xp.isneginf(arr)
             if bool(isneg.any()):
-                neg.append(_group(~isneg, groups))
-        s = s + _group(b, groups)
-    if neg:
-        mask = combine_masks(mask, *neg, like=q, where="scaled_dot_product_attention")
+                keep.append(_group(~isneg, groups))
+        if isinstance(b, Tensor) and b.requires_grad:
+            learn.append(_group(b, groups))
+        else:
+            arr = _group(arr, groups)
+            const = arr if const is None else const + arr
+    return const, learn, keep
+
+
+def _biased_attention(q, k, v, const, learn, mask, dropout, scale, training):
+    """Textbook attention with additive terms that take gradients, from differentiable ops:
+
+        S = Q Kᵀ · scale + const + Σ learn    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
+
+    (``mask`` already holds the −inf entries of the terms, see :func:`_additive_terms`.)
+    """
+    from ..functions import dropout as _dropout
+    from .masks import masked_softmax
+    s = (q @ _kt(k)) * scale
+    if const is not None:
+        s = s + const
+    for b in learn:
+        s = s + b
     p = masked_softmax(s, mask)
     d = _dropout(p, dropout, training=bool(training)) if dropout > 0.0 else p
     return d @ v, p
