@@ -213,8 +213,10 @@ def test_pytorch_argument_names_and_aliases(rng):
     np.testing.assert_array_equal(_np(sdpa(q, k, v, dropout_p=0.5, training=False)), _np(sdpa(q, k, v)))
     np.testing.assert_array_equal(_np(sdpa(q, k, v, causal=True)), _np(sdpa(q, k, v, is_causal=True)))
     sdpa(q, k, v, causal=True, is_causal=True)         # the same value twice is fine
+    np.testing.assert_array_equal(_np(sdpa(q, k, v, causal=True, is_causal=False)),   # PyTorch's default
+                                  _np(sdpa(q, k, v, causal=True)))                    # gives way
     with pytest.raises(ValueError, match="two names for one argument"):
-        sdpa(q, k, v, causal=True, is_causal=False)
+        sdpa(q, k, v, causal="lower_right", is_causal=True)
     with pytest.raises(ValueError, match="two names for one argument"):
         sdpa(q, k, v, dropout=0.1, dropout_p=0.2)
     with pytest.raises(ValueError, match="dropout_p must be in"):

@@ -130,11 +130,8 @@ def attend(weights, v):
     return weights @ v
 
 
-_UNSET = object()
-
-
-def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_causal=_UNSET, scale=None,
-                                 enable_gqa=False, *, mask=None, causal=_UNSET, dropout=_UNSET,
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, mask=None, causal=None, dropout=None,
                                  return_weights=False, training=True, bias=None):
     """softmax(Q Kᵀ · scale + bias, masked) V, with PyTorch's ``F.scaled_dot_product_attention`` semantics
     and argument names (positional order too), plus tinyattn's own names.
@@ -188,10 +185,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"{w}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}; cast "
                         f"with .astype(...) (PyTorch refuses the mix too)")
-    p = _one_of(w, "dropout_p", dropout_p, "dropout", dropout, 0.0)
+    p = _one_of(w, "dropout_p", dropout_p, 0.0, "dropout", dropout)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{w}: dropout_p must be in [0, 1), got {p}")
-    align = _causal_align(w, _one_of(w, "is_causal", is_causal, "causal", causal, False))
+    align = _causal_align(w, _one_of(w, "is_causal", is_causal, False, "causal", causal))
     tq, tk = q.shape[-2], k.shape[-2]
 
     groups = 1
@@ -252,12 +249,16 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=_UNSET, is_c
     return (out, wts) if return_weights else out
 
 
-def _one_of(where, a_name, a, b_name, b, default):
-    """PyTorch's name or tinyattn's for one argument; both given with different values is an error."""
-    if a is _UNSET and b is _UNSET:
-        return default
-    if a is _UNSET or b is _UNSET or a is b or (not isinstance(a, str) and not isinstance(b, str) and a == b):
-        return b if a is _UNSET else a
+def _one_of(where, a_name, a, a_default, b_name, b):
+    """PyTorch's name ``a`` (default ``a_default``) or tinyattn's ``b`` (default None) for one argument:
+    whichever was given; both given with different values is an error."""
+    def same(x, y):
+        return x is y or (type(x) is type(y) and x == y) or (not isinstance(x, str) and not isinstance(y, str)
+                                                             and x == y)
+    if b is None:
+        return a
+    if same(a, a_default) or same(a, b):
+        return b
     raise ValueError(f"{where}: {a_name}={a!r} and {b_name}={b!r} are two names for one argument; give one")
 
 
