@@ -4,6 +4,8 @@
 |----------------------------------------|-----------------------------------------------------|-------------------|
 | (masks: Keras / PyTorch / d2l)         | ``masked_softmax``, ``as_mask``, ``causal_mask``,    | ``masks.py``      |
 |                                        | ``valid_lens_to_mask``, ``combine_masks``            |                   |
+| PyTorch ``torch.nn.attention.bias``     | ``CausalBias``, ``causal_upper_left``,               | ``masks.py``      |
+|                                        | ``causal_lower_right``                               |                   |
 | Luong et al. 2015; Vaswani et al. 2017 | ``dot_score``, ``scaled_dot_score``,                 | ``scores.py``     |
 |                                        | ``general_score``, ``attend``,                       |                   |
 |                                        | ``scaled_dot_product_attention`` (PyTorch's F.sdpa)  |                   |

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import array_of
+from ..autograd import Tensor, array_of
 from ..functions import concat, split
 from ..functions.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
@@ -242,6 +242,113 @@ class MultiHeadAttention(Module):
         return (y, scores) if return_attention_scores else y
 
     # -- PyTorch interop -----------------------------------------------------------------------
+    def torch_forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                      average_attn_weights=True, is_causal=False, training=None):
+        """``nn.MultiheadAttention(batch_first=True).forward`` — same arguments, order, mask meanings and
+        return values — for a layer loaded with :meth:`load_torch_state_dict`.
+
+        query (B, L, E), key (B, S, E_k), value (B, S, E_v) (note PyTorch's order: query, KEY, value;
+        :meth:`forward` takes Keras's query, value, key), or unbatched (L, E), (S, E_k), (S, E_v).
+        For ``batch_first=False`` modules transpose the inputs to (B, T, E) first.
+
+        Masks, in **PyTorch's** meaning (the opposite of Keras's True = attend):
+          * key_padding_mask (B, S): bool True = IGNORE that key; float: ADDED to the scores (−inf ignores);
+          * attn_mask (L, S) or (B·H, L, S): bool True = NOT allowed to attend; float: ADDED to the scores.
+          Both may be given, of either kind (PyTorch deprecates mixing kinds; here booleans mask and
+          floats add, which is what PyTorch's conversion of a bool mask to −inf amounts to).
+          Float masks may be Tensors that require grad (they get gradients).
+        is_causal: a hint, as in PyTorch: it requires ``attn_mask`` (the causal mask itself), and the
+        result is that of ``attn_mask``; ``is_causal=True`` alone is an error, as in PyTorch.
+
+        Returns (out (B, L, E), weights): weights averaged over heads (B, L, S) if ``average_attn_weights``,
+        else per head (B, H, L, S); None if not ``need_weights``. A query whose keys are all masked gets
+        zero weights and attends to nothing (its output is the output bias): PyTorch returns that with
+        ``need_weights=False`` but NaN with ``need_weights=True``; here it is never NaN. Weights are taken
+        before dropout (PyTorch returns them after dropout; equal when dropout is 0 or in eval mode).
+        training: None means ``self.training``.
+        """
+        w = "MultiHeadAttention.torch_forward"
+        same_qk, same_kv = key is query, value is key
+        query = cast_input(self, query, "query")
+        key = query if same_qk else cast_input(self, key, "key")
+        value = key if same_kv else cast_input(self, value, "value")
+        unbatched = query.ndim == 2
+        if unbatched:
+            if key.ndim != 2 or value.ndim != 2:
+                raise ValueError(f"{w}: unbatched query {query.shape} needs unbatched key and value (S, E), got "
+                                 f"{key.shape}, {value.shape}")
+            query = query.expand_dims(0)
+            key = query if same_qk else key.expand_dims(0)
+            value = key if same_kv else value.expand_dims(0)
+        if query.ndim != 3 or key.ndim != 3 or value.ndim != 3:
+            raise ValueError(f"{w}: query, key, value must be (B, T, E) (batch_first=True) or unbatched (T, E), "
+                             f"got {query.shape}, {key.shape}, {value.shape}")
+        if key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
+            raise ValueError(f"{w}: batch/length mismatch: query {query.shape}, key {key.shape}, value {value.shape}")
+        if is_causal and attn_mask is None:
+            raise ValueError(f"{w}: is_causal=True is only a hint in PyTorch and needs attn_mask (the causal "
+                             f"mask itself); pass attn_mask, or use forward(..., use_causal_mask=True)")
+        if not self.built:
+            self.build(tuple(query.shape), tuple(value.shape), tuple(key.shape))
+        training = self.training if training is None else training
+        B, L, S, H = query.shape[0], query.shape[1], key.shape[1], self.num_heads
+
+        keeps, adds = [], []
+        kk, ka = _torch_mask(key_padding_mask, "key_padding_mask", query)
+        if unbatched:                                          # (S,) -> (1, S)
+            kk, ka = (None if m is None or m.ndim != 1 else m.reshape(1, -1) for m in (kk, ka))
+        for m in (kk, ka):
+            if m is not None and tuple(m.shape) != (B, S):
+                raise ValueError(f"{w}: key_padding_mask must be (B, S) = {(B, S)}, got {tuple(m.shape)}")
+        if kk is not None:
+            keeps.append(kk[:, None, None, :])
+        if ka is not None:
+            adds.append(ka.reshape(B, 1, 1, S))
+        ak, aa = _torch_mask(attn_mask, "attn_mask", query)
+        for i, m in enumerate((ak, aa)):
+            if m is None:
+                continue
+            if tuple(m.shape) == (L, S):
+                pass
+            elif tuple(m.shape) == (B * H, L, S):
+                m = m.reshape(B, H, L, S)
+            else:
+                raise ValueError(f"{w}: attn_mask must be (L, S) = {(L, S)} or (B·H, L, S) = {(B * H, L, S)}, "
+                                 f"got {tuple(m.shape)}")
+            (keeps if i == 0 else adds).append(m)
+        bias = None
+        for a in adds:
+            bias = a if bias is None else (a + bias if isinstance(a, Tensor) else bias + a)
+
+        if query is key and key is value:
+            q, k, v = self._project(query, ["query", "key", "value"])
+        elif key is value:
+            q, = self._project(query, ["query"])
+            k, v = self._project(key, ["key", "value"])
+        else:
+            q, = self._project(query, ["query"])
+            k, = self._project(key, ["key"])
+            v, = self._project(value, ["value"])
+        from .scores import scaled_dot_product_attention
+        mask = combine_masks(*keeps, like=query, where=w) if keeps else None
+        o, scores = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias, dropout_p=self.dropout,
+                                                 scale=1.0 / math.sqrt(self.key_dim), training=training,
+                                                 return_weights=True)          # (B, H, L, dv), (B, H, L, S)
+        vd = self.value_dim
+        out_shape = self.output_kernel.shape[2:]
+        n_out = int(np.prod(out_shape))
+        y = o.transpose(0, 2, 1, 3).reshape(B * L, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
+        if self.use_bias:
+            y = y + self.output_bias.reshape(n_out)
+        y = y.reshape((B, L) + tuple(out_shape))
+        wts = None
+        if need_weights:
+            wts = scores.mean(axis=1) if average_attn_weights else scores
+        if unbatched:
+            y = y[0]
+            wts = None if wts is None else wts[0]
+        return y, wts
+
     def load_torch_state_dict(self, sd):
         """Load a PyTorch ``nn.MultiheadAttention`` state dict (E = embed_dim, H heads, E/H per head).
 
@@ -292,6 +399,32 @@ class MultiHeadAttention(Module):
             ws.append(sd["out_proj.bias"])
         self.set_weights(ws)
         return self
+
+
+def _torch_mask(m, name, like):
+    """A PyTorch ``nn.MultiheadAttention`` mask -> (keep, additive), where PyTorch's meaning is
+    bool True = IGNORE (the opposite of tinyattn's and Keras's True = attend) and floating = ADDED to
+    the scores. Bool -> keep = ~m (an array); float -> additive (an array, or the Tensor itself so it
+    gets a gradient). Accepts NumPy/CuPy arrays, lists, Tensors and PyTorch tensors (via NumPy)."""
+    if m is None:
+        return None, None
+    if isinstance(m, Tensor):
+        if m.dtype.kind == "f":
+            return None, m
+        d = m.data
+    elif hasattr(m, "detach") and hasattr(m, "cpu"):         # a torch tensor (never imported here)
+        d = _np(m)
+    else:
+        d = m if hasattr(m, "dtype") else np.asarray(m)
+    kind = d.dtype.kind
+    if kind == "b":
+        xp = backend.get_array_module(like.data)
+        d = backend.as_numpy(d) if xp is np else xp.asarray(d)
+        return ~d, None
+    if kind == "f":
+        return None, d
+    raise ValueError(f"MultiHeadAttention.torch_forward: only bool (True = ignore) and floating (added to "
+                     f"the scores) {name} are supported, as in PyTorch; got dtype {d.dtype}")
 
 
 class SelfAttention(Module):

@@ -25,6 +25,7 @@ from ..autograd import Tensor
 from ..functions import maximum, sqrt
 from ..functions.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
+from .masks import CausalBias
 
 __all__ = ["dot_score", "scaled_dot_score", "general_score", "cosine_score", "attend",
            "scaled_dot_product_attention"]
@@ -129,68 +130,262 @@ def attend(weights, v):
     return weights @ v
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, scale=None,
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, mask=None, causal=None, dropout=None,
                                  return_weights=False, training=True, bias=None):
-    """softmax(Q Kᵀ · scale + mask) V, with PyTorch's ``F.scaled_dot_product_attention`` semantics.
+    """softmax(Q Kᵀ · scale + bias, masked) V, with PyTorch's ``F.scaled_dot_product_attention`` semantics
+    and argument names (positional order too), plus tinyattn's own names.
 
-    q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv) -> out (..., Tq, dv)
-    [and weights (..., Tq, Tk), the softmax output *before* dropout, if ``return_weights``].
+    q (..., Hq, Tq, d), k (..., Hk, Tk, d), v (..., Hk, Tk, dv) -> out (..., Hq, Tq, dv)
+    [and weights (..., Hq, Tq, Tk), the softmax output *before* dropout, if ``return_weights``].
+    Leading axes broadcast as in matmul (k, v with one head serve every head).
 
-    * scale: default 1/√d.
-    * mask: True = attend (bool, or 0/1 ints/floats; PyTorch's boolean ``attn_mask``; the opposite
-      of its ``key_padding_mask``), broadcastable to (..., Tq, Tk), e.g. (B, 1, 1, Tk) for padding.
-    * causal: query i attends to keys 0..i (top-left aligned, as PyTorch's ``is_causal``); ANDed
-      with ``mask`` when both are given (PyTorch refuses both).
-    * A query whose keys are all masked gets zero weights and a zero output (PyTorch ≥ 2.5).
-    * dropout: probability applied to the weights when ``training`` is True.
-    * bias: an additive score bias (PyTorch's float ``attn_mask``; ALiBi, T5 relative positions),
-      an array or a (learnable) Tensor broadcastable to the scores (..., Tq, Tk), e.g. (H, Tq, Tk):
-      weights = softmax(Q Kᵀ · scale + bias, masked). With a bias the textbook composition of
-      differentiable ops runs (:func:`_biased_attention`), so the bias gets a gradient too.
+    * scale: default 1/√d (may be negative, as PyTorch allows).
+    * attn_mask (PyTorch's argument; its dtype decides, checked here, explicitly):
+        - **boolean**: True = attend, masked entries get weight 0 (through :func:`as_mask`);
+        - **floating** (NumPy/CuPy array, list of floats, PyTorch tensor, or a Tensor — then it gets a
+          gradient):
+          **added** to the scores, S = Q Kᵀ·scale + attn_mask (PyTorch's float mask; −inf entries mask,
+          and a row that is −inf everywhere gets zero weights and a zero output, as PyTorch 2.13 on CPU,
+          never NaN; +inf is refused, since it can only make NaN; a NaN in the mask propagates);
+        - a :class:`~tinyattn.attention.CausalBias` (``causal_upper_left`` / ``causal_lower_right``):
+          that causal mask, built on the data's device;
+        - anything else (ints, 0/1 keep-masks meant as keep/drop): ValueError — 0/1 masks go to ``mask=``.
+      Broadcastable to the scores (..., Hq, Tq, Tk), e.g. (Tq, Tk), (B, 1, 1, Tk), (B, Hq, Tq, Tk).
+    * mask (tinyattn's): True = attend — bool, 0/1 ints or 0/1 floats (:func:`as_mask`; never additive).
+      ANDed with a boolean ``attn_mask`` if both are given.
+    * is_causal / causal (one name or the other): False, True or "upper_left" (query i sees keys
+      0..i, PyTorch's ``is_causal``), or "lower_right" (query i sees keys 0..i + Tk − Tq,
+      PyTorch's ``causal_lower_right``; equal to upper-left when Tq = Tk). ANDed with any mask
+      (PyTorch 2.13's CPU kernel does the same for 4-D inputs with a boolean ``attn_mask``; its math
+      backend refuses the pair); a CausalBias ``attn_mask`` with a causal flag is an error, as in PyTorch.
+    * dropout_p / dropout (one name or the other): probability applied to the weights when
+      ``training`` is True (``training=False`` turns it off; PyTorch has no such switch).
+    * enable_gqa: k and v may have fewer heads Hk than q (axis −3), Hq divisible by Hk: query head h
+      uses kv head h // (Hq/Hk) — PyTorch's ``repeat_interleave`` semantics — computed without copying
+      k and v (q is viewed as (..., Hk, Hq/Hk, Tq, d) against (..., Hk, 1, Tk, d)).
+    * bias (tinyattn's): an additive score bias (ALiBi, T5 relative positions) broadcastable to the
+      scores, e.g. (H, Tq, Tk); added together with a float ``attn_mask``.
+    * A query whose keys are all masked (by booleans, causal alignment or −inf) gets zero weights
+      and a zero output row, with zero gradients (PyTorch ≥ 2.5).
 
-    One fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention` node does the work.
+    One fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention` node does the work,
+    constant additive terms (a float attn_mask or bias array) included; when an additive term is a
+    Tensor that requires grad, the textbook composition of differentiable ops runs instead
+    (:func:`_biased_attention`), so that term gets its gradient. The two are tested equal.
     """
+    w = "scaled_dot_product_attention"
     q, k, v = _t(q), _t(k), _t(v)
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
-        raise ValueError(f"scaled_dot_product_attention: q, k, v must be at least 2-D, got "
-                         f"{q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(f"{w}: q, k, v must be at least 2-D (..., T, d), got {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"scaled_dot_product_attention: q {q.shape} and k {k.shape} differ in feature size")
+        raise ValueError(f"{w}: q {q.shape} and k {k.shape} differ in feature size")
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"scaled_dot_product_attention: k {k.shape} and v {v.shape} differ in length")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout must be in [0, 1), got {dropout}")
+        raise ValueError(f"{w}: k {k.shape} and v {v.shape} differ in length")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"{w}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}; cast "
+                        f"with .astype(...) (PyTorch refuses the mix too)")
+    p = _one_of(w, "dropout_p", dropout_p, 0.0, "dropout", dropout)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{w}: dropout_p must be in [0, 1), got {p}")
+    align = _causal_align(w, _one_of(w, "is_causal", is_causal, False, "causal", causal))
     tq, tk = q.shape[-2], k.shape[-2]
-    sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (tq, tk)
-    mask = as_mask(mask, q, shape=sshape, where="scaled_dot_product_attention")
-    if causal:
-        mask = combine_masks(mask, causal_mask(tq, tk, q), like=q)
+
+    groups = 1
+    if enable_gqa:
+        q, k, v, groups = _gqa_views(w, q, k, v)
+    try:
+        lead = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"{w}: leading (batch, head) axes of q {q.shape}, k {k.shape}, v {v.shape} do not "
+                         f"broadcast; for k, v with fewer heads than q pass enable_gqa=True") from None
+    sshape = lead + (tq, tk)                     # the scores' shape (grouped view under GQA)
+
+    # attn_mask: decided by its dtype, here and nowhere else
+    additive = None
+    if hasattr(attn_mask, "detach") and hasattr(attn_mask, "cpu") and not isinstance(attn_mask, Tensor):
+        attn_mask = attn_mask.detach().cpu().numpy()          # a PyTorch tensor (torch is never imported)
+    if isinstance(attn_mask, CausalBias):
+        if align is not None:
+            raise ValueError(f"{w}: CausalBias should not be used with causal=True / is_causal=True: "
+                             f"it is already causal; pass one or the other")
+        if attn_mask.shape != (tq, tk):
+            raise ValueError(f"{w}: attn_mask {attn_mask!r} is for (Tq, Tk) = {attn_mask.shape}, but q "
+                             f"{q.shape} and k {k.shape} give ({tq}, {tk})")
+        align, attn_mask = attn_mask.variant, None
+    elif attn_mask is not None:
+        kind = _dtype_kind(attn_mask)
+        if kind == "f":
+            additive = attn_mask
+            attn_mask = None
+        elif kind != "b":
+            raise ValueError(f"{w}: attn_mask must be boolean (True = attend) or floating (added to the "
+                             f"scores), as in PyTorch; got dtype kind {kind!r}. For a 0/1 keep-mask use "
+                             f"mask=, for an additive bias pass floats")
+    shape_full = sshape if groups == 1 else sshape[:-4] + (sshape[-4] * sshape[-3],) + sshape[-2:]
+    masks = []
+    for nm, m in (("mask", mask), ("attn_mask", attn_mask)):
+        m = as_mask(m, q, shape=shape_full, name=nm, where=w)
+        if m is not None:
+            masks.append(_group(m, groups))
+    if align is not None:
+        masks.append(causal_mask(tq, tk, q, align=align))
+    mask = combine_masks(*masks, like=q, where=w) if masks else None
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if bias is not None:
-        out, w = _biased_attention(q, k, v, bias, mask, dropout, scale, training)
-        return (out, w) if return_weights else out
-    out, w = ScaledDotProductAttention(scale, mask, dropout, training)(q, k, v)
-    return (out, w) if return_weights else out
+
+    terms = [t for t in (bias, additive) if t is not None]
+    const = None
+    if terms:
+        const, learn, keep = _additive_terms(q, terms, groups, shape_full)
+        if keep:                                  # −inf entries are masked entries
+            mask = combine_masks(mask, *keep, like=q, where=w)
+        if learn:                                 # a bias that takes a gradient: the textbook ops
+            out, wts = _biased_attention(q, k, v, const, learn, mask, p, scale, training)
+    if not terms or not learn:                    # constants only: the fused node adds them
+        out, wts = ScaledDotProductAttention(scale, mask, p, training, bias=const)(q, k, v)
+    if groups != 1:                               # (..., Hk, G, Tq, ·) -> (..., Hq, Tq, ·)
+        out = out.reshape(out.shape[:-4] + (out.shape[-4] * out.shape[-3],) + out.shape[-2:])
+        wts = wts.reshape(wts.shape[:-4] + (wts.shape[-4] * wts.shape[-3],) + wts.shape[-2:])
+    return (out, wts) if return_weights else out
 
 
-def _biased_attention(q, k, v, bias, mask, dropout, scale, training):
-    """Textbook attention with an additive bias, from differentiable ops:
+def _one_of(where, a_name, a, a_default, b_name, b):
+    """PyTorch's name ``a`` (default ``a_default``) or tinyattn's ``b`` (default None) for one argument:
+    whichever was given; both given with different values is an error."""
+    def same(x, y):
+        return x is y or (type(x) is type(y) and x == y) or (not isinstance(x, str) and not isinstance(y, str)
+                                                             and x == y)
+    if b is None:
+        return a
+    if same(a, a_default) or same(a, b):
+        return b
+    raise ValueError(f"{where}: {a_name}={a!r} and {b_name}={b!r} are two names for one argument; give one")
 
-        S = Q Kᵀ · scale + bias    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
+
+def _causal_align(where, c):
+    """False/None -> None; True -> "upper_left"; "upper_left"/"lower_right" (or aliases) as they are."""
+    from ..functions.masks import _ALIGN
+    if c is None or c is False:
+        return None
+    if c is True:
+        return "upper_left"
+    if isinstance(c, str) and c in _ALIGN:
+        return _ALIGN[c]
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c in (0, 1):
+        return "upper_left" if c else None
+    raise ValueError(f"{where}: is_causal / causal must be False, True, 'upper_left' or 'lower_right', got {c!r}")
+
+
+def _dtype_kind(m):
+    """The dtype kind ('b', 'f', 'i', ...) of an attn_mask given as a Tensor, array or list."""
+    d = m.data if isinstance(m, Tensor) else m
+    if not hasattr(d, "dtype"):
+        try:
+            d = np.asarray(d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask could not be read as an array ({e})") from None
+    return d.dtype.kind
+
+
+def _gqa_views(where, q, k, v):
+    """enable_gqa: q (..., Hq, Tq, d), k (..., Hk, Tk, d), v (..., Hv, Tk, dv) with Hq = G·Hk.
+
+    Query head h uses kv head h // G (``repeat_interleave``). With Hk = Hv: views q as
+    (..., Hk, G, Tq, d) and k, v as (..., Hk, 1, Tk, ·) — the broadcast does the repeat, nothing is
+    copied, and backward sums the G query heads' gradients into their kv head. With Hk ≠ Hv (each
+    dividing Hq, as PyTorch allows) k and v are repeated to Hq heads (a copy). Returns q, k, v, G."""
+    if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
+        raise ValueError(f"{where}: enable_gqa needs a head axis (..., H, T, d) on q, k, v, got "
+                         f"{q.shape}, {k.shape}, {v.shape}")
+    hq, hk, hv = q.shape[-3], k.shape[-3], v.shape[-3]
+    if hq % hk or hq % hv:
+        raise ValueError(f"{where}: enable_gqa: the number of heads of k ({hk}) and v ({hv}) must divide "
+                         f"that of q ({hq}); q {q.shape}, k {k.shape}, v {v.shape}")
+    if hk == hq and hv == hq:
+        return q, k, v, 1
+    if hk != hv:
+        return q, _repeat_heads(k, hq // hk), _repeat_heads(v, hq // hv), 1
+    g = hq // hk
+    return (q.reshape(q.shape[:-3] + (hk, g) + q.shape[-2:]), k.expand_dims(-3), v.expand_dims(-3), g)
+
+
+def _repeat_heads(x, g):
+    """repeat_interleave over the head axis −3: (..., H, T, d) -> (..., H·g, T, d), head h -> h // g."""
+    if g == 1:
+        return x
+    from ..functions import broadcast_to
+    y = broadcast_to(x.expand_dims(-3), x.shape[:-3] + (x.shape[-3], g) + x.shape[-2:])
+    return y.reshape(x.shape[:-3] + (x.shape[-3] * g,) + x.shape[-2:])
+
+
+def _group(m, g):
+    """A mask / bias broadcastable to (..., Hq, Tq, Tk) as one broadcastable to the grouped scores
+    (..., Hk, G, Tq, Tk): its head axis (size Hq) split into (Hk, G), or a size-1 axis added."""
+    if g == 1 or m.ndim < 3:
+        return m
+    h = m.shape[-3]
+    if h == 1:
+        return m.reshape(m.shape[:-3] + (1, 1) + m.shape[-2:])
+    return m.reshape(m.shape[:-3] + (h // g, g) + m.shape[-2:])
+
+
+def _additive_terms(q, terms, groups, shape_full):
+    """The additive score terms (tinyattn's ``bias``, PyTorch's float ``attn_mask``), checked and split:
+
+    returns (const, learn, keep): ``const`` the sum of the constant terms (arrays, lists, Tensors that
+    do not require grad) as one array of q's dtype on q's device, or None; ``learn`` the Tensors that
+    require grad; ``keep`` boolean masks, False where a term is −inf (those entries are masked, so a
+    row that is −inf everywhere gets zero weights instead of 0/0). Every term must broadcast to the
+    scores ``shape_full`` (..., Hq, Tq, Tk) and share q's dtype; +inf is refused (it can only give
+    NaN); a NaN propagates. Under GQA every term is viewed as (..., Hk, G, Tq, Tk)."""
+    w = "scaled_dot_product_attention"
+    xp = backend.get_array_module(q.data)
+    const, learn, keep = None, [], []
+    for b in terms:
+        if isinstance(b, Tensor):
+            if b.dtype != q.dtype:
+                raise TypeError(f"{w}: the float attn_mask / bias Tensor is {b.dtype} but q is {q.dtype}; "
+                                f"cast it with .astype(...)")
+            arr = b.data
+        else:                                                  # a constant, on the data's device
+            arr = b if hasattr(b, "dtype") else np.asarray(b)
+            arr = (backend.as_numpy(arr) if xp is np else xp.asarray(arr)).astype(q.dtype, copy=False)
+        try:
+            ok = tuple(np.broadcast_shapes(arr.shape, shape_full)) == shape_full
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{w}: bias / float attn_mask {tuple(arr.shape)} does not broadcast to the scores "
+                             f"{shape_full}; give it shape (..., Tq, Tk), e.g. (H, Tq, Tk) for per-head biases")
+        if arr.size and arr.dtype.kind == "f":
+            if bool(xp.any(xp.isposinf(arr))):
+                raise ValueError(f"{w}: the float attn_mask / bias holds +inf, which can only give NaN weights; "
+                                 f"use 0 to attend and -inf (or a boolean mask) to mask")
+            isneg = xp.isneginf(arr)
+            if bool(isneg.any()):
+                keep.append(_group(~isneg, groups))
+        if isinstance(b, Tensor) and b.requires_grad:
+            learn.append(_group(b, groups))
+        else:
+            arr = _group(arr, groups)
+            const = arr if const is None else const + arr
+    return const, learn, keep
+
+
+def _biased_attention(q, k, v, const, learn, mask, dropout, scale, training):
+    """Textbook attention with additive terms that take gradients, from differentiable ops:
+
+        S = Q Kᵀ · scale + const + Σ learn    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
+
+    (``mask`` already holds the −inf entries of the terms, see :func:`_additive_terms`.)
     """
     from ..functions import dropout as _dropout
     from .masks import masked_softmax
-    if not isinstance(bias, Tensor):                           # a constant, on the data's device
-        bias = Tensor(backend.get_array_module(q.data).asarray(bias, dtype=q.dtype))
-    sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
-    try:
-        ok = tuple(np.broadcast_shapes(bias.shape, sshape)) == sshape
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"scaled_dot_product_attention: bias {bias.shape} does not broadcast to scores "
-                         f"{sshape}; give it shape (..., Tq, Tk), e.g. (H, Tq, Tk) for per-head biases")
-    s = (q @ _kt(k)) * scale + bias
+    s = (q @ _kt(k)) * scale
+    if const is not None:
+        s = s + const
+    for b in learn:
+        s = s + b
     p = masked_softmax(s, mask)
     d = _dropout(p, dropout, training=bool(training)) if dropout > 0.0 else p
     return d @ v, p

@@ -29,7 +29,10 @@ def _swap(a):
 class ScaledDotProductAttention(Function):
     """Fused attention: q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv) -> (O (..., Tq, dv), P (..., Tq, Tk)).
 
-        S = scale · Q Kᵀ                 (..., Tq, Tk)
+        S = scale · Q Kᵀ [+ bias]        (..., Tq, Tk)    bias: an optional CONSTANT array (PyTorch's
+                                                           float attn_mask), broadcastable to S; it
+                                                           takes no gradient (a learnable bias goes
+                                                           through the textbook ops instead)
         P = masked softmax_k(S)          (..., Tq, Tk)   mask True = keep; fully masked row -> 0
         D = P ⊙ M / (1 − p)              dropout (M ~ Bernoulli(1 − p)) in training, else D = P
         O = D V                          (..., Tq, dv)
@@ -45,14 +48,17 @@ class ScaledDotProductAttention(Function):
     with differentiable ops), so second derivatives are exact.
     """
 
-    def __init__(self, scale, mask=None, dropout=0.0, training=True):
+    def __init__(self, scale, mask=None, dropout=0.0, training=True, bias=None):
         self.scale = float(scale)
         self.mask = mask
         self.p = float(dropout) if training else 0.0
+        self.bias = bias
 
     def forward(self, q, k, v):
         xp = backend.get_array_module(q, k, v)
         s = xp.matmul(q * q.dtype.type(self.scale), _swap(k))      # scale the small side
+        if self.bias is not None:
+            s += self.bias                 # s has the full broadcast shape; the bias broadcasts into it
         p = softmax_(s, None if self.mask is None else ~self.mask)
         self.P = p
         if self.p > 0.0:
@@ -102,6 +108,8 @@ class ScaledDotProductAttention(Function):
         q, k, v = self.inputs
         m = self.M
         s = (q @ _swap(k)) * self.scale
+        if self.bias is not None:
+            s = s + self.bias
         p = MaskedSoftmax(self.mask)(s)
         d = p if m is None else p * m
         gq = gk = gv = None

@@ -81,14 +81,28 @@ def as_mask(mask, like, *, shape=None, name="mask", where="mask"):
     return m
 
 
-def causal_mask(tq, tk=None, xp=None):
-    """(Tq, Tk) boolean, True where key j ≤ query i (top-left aligned, as Keras and PyTorch).
+_ALIGN = {"upper_left": "upper_left", "top_left": "upper_left",
+          "lower_right": "lower_right", "bottom_right": "lower_right"}
+
+
+def causal_mask(tq, tk=None, xp=None, align="upper_left"):
+    """(Tq, Tk) boolean causal mask, True = attend.
+
+    align="upper_left" (Keras, PyTorch's ``is_causal``): key j ≤ query i — ``tril(ones)``;
+    align="lower_right" (flash-attention, PyTorch's ``causal_lower_right``): the last query sees every
+    key, i.e. key j ≤ i + (Tk − Tq) — ``tril(ones, k=Tk−Tq)``; for a query block that continues a
+    cached prefix of Tk − Tq keys. With Tq > Tk its first Tq − Tk rows keep no key.
+    ("top_left" / "bottom_right" are accepted as aliases.) The two agree when Tq = Tk.
     ``xp`` may be an array module, or a Tensor/array whose device the mask goes to."""
     tk = tq if tk is None else tk
+    try:
+        align = _ALIGN[align]
+    except (KeyError, TypeError):
+        raise ValueError(f"causal_mask: align must be 'upper_left' or 'lower_right', got {align!r}") from None
     if xp is not None and not hasattr(xp, "tril"):
         xp = _xp_of(xp)
     xp = xp or backend.default_xp()
-    return xp.tril(xp.ones((tq, tk), dtype=bool))
+    return xp.tril(xp.ones((tq, tk), dtype=bool), k=0 if align == "upper_left" else tk - tq)
 
 
 def valid_lens_to_mask(valid_lens, tk, ndim=3, xp=None):
