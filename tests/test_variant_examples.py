@@ -1,0 +1,48 @@
+"""The attention-variant examples (issue 10, item 6) run end to end with --quick, pass their own
+check (exit 0, "PASS:"), and write their plot; each runs in a subprocess."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def run(script, *args, timeout=300):
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=ROOT)
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def check_png(png, out):
+    if has_matplotlib():
+        assert png.read_bytes().startswith(b"\x89PNG"), out
+
+
+def test_local_attention_quick(tmp_path):
+    png = tmp_path / "local.png"
+    code, out = run("local_attention.py", "--quick", "--plot", png)
+    assert code == 0, out
+    assert "PASS: local-m aligns output t with source t + 2" in out, out
+    assert "local-p aligns output t with source t + 2" in out, out
+    check_png(png, out)
+
+
+def test_local_attention_fails_loudly():
+    # One tiny epoch cannot learn the offset: the check must say FAIL and exit 1 (text heatmaps).
+    code, out = run("local_attention.py", "--samples", 64, "--epochs", 1, "--plot", "")
+    assert code == 1, out
+    assert "FAIL:" in out
