@@ -46,3 +46,18 @@ def test_local_attention_fails_loudly():
     code, out = run("local_attention.py", "--samples", 64, "--epochs", 1, "--plot", "")
     assert code == 1, out
     assert "FAIL:" in out
+
+
+def test_hierarchical_docs_quick(tmp_path):
+    png = tmp_path / "han.png"
+    code, out = run("hierarchical_docs.py", "--quick", "--plot", png)
+    assert code == 0, out
+    assert "PASS: the sentence weights pick the key sentence" in out, out
+    check_png(png, out)
+
+
+def test_hierarchical_docs_fails_loudly():
+    # No training: near-uniform attention must fail the check (exit 1), text rendering printed.
+    code, out = run("hierarchical_docs.py", "--samples", 32, "--epochs", 1, "--lr", 1e-6, "--plot", "")
+    assert code == 1, out
+    assert "FAIL:" in out
