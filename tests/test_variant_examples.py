@@ -61,3 +61,17 @@ def test_hierarchical_docs_fails_loudly():
     code, out = run("hierarchical_docs.py", "--samples", 32, "--epochs", 1, "--lr", 1e-6, "--plot", "")
     assert code == 1, out
     assert "FAIL:" in out
+
+
+def test_self_attention_quick(tmp_path):
+    png = tmp_path / "self.png"
+    code, out = run("self_attention.py", "--quick", "--plot", png)
+    assert code == 0, out
+    assert "reads the slot whose key matches the query" in out and "PASS:" in out, out
+    check_png(png, out)
+
+
+def test_self_attention_fails_loudly():
+    code, out = run("self_attention.py", "--samples", 64, "--epochs", 1, "--plot", "")
+    assert code == 1, out
+    assert "FAIL:" in out
