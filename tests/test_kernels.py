@@ -224,3 +224,16 @@ def test_textbook_only_options():
     y = lstm(x).sum()
     (g,) = ta.grad([y], [lstm.cell.kernel], create_graph=True)        # the textbook path allows it
     assert g.requires_grad
+
+
+def test_kernels_docstring_names_tests_that_exist():
+    """Every ``tests/…py::name`` the kernels docstring cites is a test function in that file."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cited = re.findall(r"(tests/[\w/]+\.py)::(\w+)", kernels.__doc__)
+    assert len(cited) >= 9
+    for path, name in cited:
+        assert re.search(rf"^def {name}\(", (root / path).read_text(), re.M), f"{path}::{name}"
+    for name in kernels.__all__:
+        assert getattr(kernels, name) is not None
