@@ -79,8 +79,8 @@ def gumbel_noise(shape, dtype=np.float32, xp=None, rng=None):
     xp = xp or backend.default_xp()
     rng = rng or backend.rng(xp)
     u = rng.random(shape, dtype=np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.float64)
-    tiny = np.finfo(u.dtype).tiny
-    return -xp.log(-xp.log(xp.clip(u, tiny, 1.0 - np.finfo(u.dtype).epsneg)))
+    lo, hi = float(np.finfo(u.dtype).tiny), 1.0 - float(np.finfo(u.dtype).epsneg)   # never log(0)
+    return -xp.log(-xp.log(xp.clip(u, lo, hi)))
 
 
 def gumbel_softmax(logits, tau=1.0, hard=False, axis=-1, mask=None, rng=None, noise=None):
@@ -224,8 +224,9 @@ class Reinforce:
         mean(reward)."""
         out = reinforce_loss(log_prob, reward, self.baseline, entropy, self.entropy_weight)
         if update:
-            r = reward.data if isinstance(reward, Tensor) else reward
-            mean = float(backend.as_numpy(backend.get_array_module(r).asarray(r)).mean())
+            xp = backend.get_array_module(_t(log_prob).data)
+            r = reward.data if isinstance(reward, Tensor) else xp.asarray(reward)
+            mean = float(backend.as_numpy(r).mean())
             self.baseline = self.baseline_decay * self.baseline + (1.0 - self.baseline_decay) * mean
         return out
 
