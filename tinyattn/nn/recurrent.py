@@ -49,8 +49,8 @@ def _check_activations(name, activation, recurrent_activation, fused=True):
         get_activation(recurrent_activation or "sigmoid", name, "recurrent_activation")
         return
     if activation not in ("tanh", None) or recurrent_activation not in ("sigmoid", None):
-        raise ValueError(f"{name}: the fused kernel implements only activation='tanh' and "
-                         f"recurrent_activation='sigmoid', got {activation!r} and {recurrent_activation!r}; "
+        raise ValueError(f"{name}: only activation='tanh' and recurrent_activation='sigmoid' are "
+                         f"implemented by the fused kernel, got {activation!r} and {recurrent_activation!r}; "
                          f"pass fused=False for the textbook cell, which takes any activation")
 
 
