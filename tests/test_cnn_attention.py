@@ -90,3 +90,11 @@ def test_conv_attention_pooling(rng):
     assert ta.gradcheck(lambda x: layer(x, mask=keep), [x], params=layer.parameters())
     with pytest.raises(ValueError, match="padding='same'"):
         ConvAttentionPooling(2, 3, padding="valid", dtype="float64")(x, mask=keep)
+
+
+def test_abcnn_double_backward(rng):
+    """ABCNN is plain differentiable ops (no kernel): second derivatives work through it."""
+    x0, x1 = T(rng, 1, 3, 2), T(rng, 1, 4, 2)
+    layer = ABCNN3(filters=2, kernel_size=2, dtype="float64")
+    layer(x0, x1)
+    assert ta.gradgradcheck(lambda a, b: layer(a, b), [x0, x1], params=layer.parameters())

@@ -1,7 +1,8 @@
 """tinyattn: every attention mechanism, on a from-scratch NumPy/CuPy autograd engine.
 
 Layers of the design (lower never imports higher):
-    backend -> autograd (Tensor, Function) -> functions -> nn (layers) -> attention -> seq2seq -> examples
+    backend -> autograd (Tensor, Function) -> functions (+ kernels: the fused speed work) -> nn (layers)
+    -> attention -> seq2seq -> examples
 """
 import numpy as np
 
