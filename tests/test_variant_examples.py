@@ -75,3 +75,17 @@ def test_self_attention_fails_loudly():
     code, out = run("self_attention.py", "--samples", 64, "--epochs", 1, "--plot", "")
     assert code == 1, out
     assert "FAIL:" in out
+
+
+def test_hard_vs_soft_quick(tmp_path):
+    png = tmp_path / "hard.png"
+    code, out = run("hard_vs_soft.py", "--quick", "--plot", png)
+    assert code == 0, out
+    assert "PASS: soft, REINFORCE and Gumbel-softmax attention all find the marked item" in out, out
+    check_png(png, out)
+
+
+def test_hard_vs_soft_fails_loudly():
+    code, out = run("hard_vs_soft.py", "--samples", 32, "--epochs", 1, "--lr", 1e-6, "--plot", "")
+    assert code == 1, out
+    assert "FAIL:" in out
