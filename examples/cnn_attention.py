@@ -23,21 +23,20 @@
 #
 # The model: Embedding(16) for both sentences → ABCNN-1 (or -2), 16 filters, w = 3, tanh → max over
 # time of both outputs m0, m1 → Dense(1, sigmoid); binary cross-entropy, Adam. ABCNN-1's classifier
-# sees only [m0; m1], so whatever it knows about the *other* sentence came through A (measured: with
-# [m0 ⊙ m1; |m0 − m1|] added, the pooled vectors compare the two bags of words directly and A is
-# left unlearned, ~65 % of rows in the paraphrase). ABCNN-2, whose A only re-weights the pooling,
-# classifies [m0; m1; m0 ⊙ m1; |m0 − m1|] (without them, measured: 52 %, chance).
+# sees only [m0; m1], so whatever it knows about the *other* sentence came through A (measured while
+# building this example, with unit-scale embeddings: with [m0 ⊙ m1; |m0 − m1|] added, the pooled
+# vectors compared the two bags of words directly and A stayed largely unlearned). ABCNN-2, whose A
+# only re-weights the pooling, classifies [m0; m1; m0 ⊙ m1; |m0 − m1|] (without them, measured on a
+# 20-concept variant: 52 %, chance).
 #
 # The check (exit 1 otherwise), on 500 held-out pairs: ABCNN-1's label accuracy is ≥ 90 %, and, on
 # the positive pairs, each segment word's row of its attention matrix A peaks (argmax over x1's 6
-# words) inside the paraphrased segment (3 of the 6 positions: chance 50 %; measured untrained
-# ≈ 40 %) for ≥ 90 % of the segment words. How often a row peaks on *exactly* its synonym is printed
-# too (chance 1/6), not checked: the model only needs the paraphrase's words closer than the
-# fillers, and measured runs leave some synonym pairs apart (40–87 % exact across settings) at the
-# same accuracy. ABCNN-2 is trained the same way and must reach ≥ 90 % accuracy; where its attention
-# (on convolution outputs, so on word *windows*) peaks is printed, not checked.
+# words) exactly on its synonym for ≥ 90 % of the segment words (chance 1/6; measured untrained:
+# 17 % — the two spellings start unrelated). ABCNN-2 is trained the same way and must reach ≥ 90 %
+# accuracy; where its attention (on convolution outputs, so on word *windows*, which the shuffle
+# breaks up) peaks is printed, not checked.
 #
-#     python examples/cnn_attention.py            # defaults
+#     python examples/cnn_attention.py            # defaults, ~20–30 s on 2 cores
 #     python examples/cnn_attention.py --quick    # the test suite's settings
 
 # %%
@@ -67,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="default 15")
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--filters", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--min-frac", type=float, default=0.9)
     p.add_argument("--plot", default="cnn_attention.png", help="PNG path ('' prints a text heatmap)")
@@ -116,9 +115,10 @@ class PairClassifier(Module):
     def __init__(self, layer, d):
         super().__init__()
         self.embed = Embedding(2 * CONCEPTS, d)
-        # unit-scale vectors: ‖x_i − y_j‖ ≈ √(2d), so unrelated words start at A ≈ 0.15 (Keras's
-        # uniform(±0.05) would put every A_ij near 0.85, a flat matrix with nothing to learn from)
-        self.embed.embeddings.data[...] = ta.backend.rng().standard_normal((2 * CONCEPTS, d)).astype("float32")
+        # N(0, 0.3²) vectors: ‖x_i − y_j‖ ≈ 0.3 √(2d) ≈ 1.7, so A starts near 0.37, where
+        # dA/d‖·‖ = −A² is large enough to learn from. Keras's uniform(±0.05) puts every A_ij near
+        # 0.86 (a flat matrix); N(0, 1) near 0.15 (gradient −0.02) — measured: 46–65 % instead of 100 %.
+        self.embed.embeddings.data[...] = 0.3 * ta.backend.rng().standard_normal((2 * CONCEPTS, d)).astype("float32")
         self.abcnn = layer
         self.classify = Dense(1, activation="sigmoid")
 
@@ -143,10 +143,7 @@ def evaluate(model, x0, x1, y, start, where):
     rows = start[pos, None] + np.arange(SEGMENT)[None, :]                     # (P, 4) segment rows
     if A.shape[1:] == (LENGTH, LENGTH):                                       # ABCNN-1: word × word
         peak = A[pos[:, None], rows].argmax(-1)                               # (P, 4) argmax over x1
-        lo1 = where[pos].min(axis=1, keepdims=True)                          # the paraphrase's span
-        in_span = float(((peak >= lo1) & (peak < lo1 + SEGMENT)).mean())
-        print(f"    segment rows peaking exactly on their synonym: {(peak == where[pos]).mean():.1%}")
-        return acc, in_span, A
+        return acc, float((peak == where[pos]).mean()), A
     else:                                                                     # ABCNN-2: windows
         peak = A[pos].reshape(len(pos), -1).argmax(-1)
         i, j = np.unravel_index(peak, A.shape[1:])
@@ -188,7 +185,7 @@ def main(argv=None):
                 print(f"  [{name}] epoch {epoch + 1}/{args.epochs}: loss {total / len(x0):.4f}")
         acc, hit, A = evaluate(model, *test)
         results[name] = (acc, hit, A)
-        what = ("segment words whose attention row peaks inside the paraphrased segment" if name == "ABCNN-1" else
+        what = ("segment words whose attention row peaks on their synonym" if name == "ABCNN-1" else
                 "positive pairs whose attention peak (argmax over all i, j) lies in the aligned windows")
         print(f"{name}: accuracy {acc:.1%} (untrained {acc0:.1%}); {what}: {hit:.1%} (untrained {hit0:.1%})")
 
@@ -200,7 +197,7 @@ def main(argv=None):
     ok = True
     acc1, hit1, _ = results["ABCNN-1"]
     if acc1 < args.min_frac or hit1 < args.min_frac:
-        print(f"FAIL: ABCNN-1 accuracy {acc1:.1%}, segment rows peaking in the paraphrase {hit1:.1%} "
+        print(f"FAIL: ABCNN-1 accuracy {acc1:.1%}, segment rows peaking on the synonym {hit1:.1%} "
               f"(need >= {args.min_frac:.0%} each)")
         ok = False
     acc2 = results["ABCNN-2"][0]
@@ -208,8 +205,8 @@ def main(argv=None):
         print(f"FAIL: ABCNN-2 accuracy {acc2:.1%} (need >= {args.min_frac:.0%})")
         ok = False
     if ok:
-        print(f"PASS: ABCNN-1 classifies {acc1:.1%} of held-out pairs and its attention peaks inside "
-              f"the paraphrased segment for {hit1:.1%} of the segment words; ABCNN-2 classifies {acc2:.1%}")
+        print(f"PASS: ABCNN-1 classifies {acc1:.1%} of held-out pairs and its attention peaks on the "
+              f"paraphrased word for {hit1:.1%} of the segment words; ABCNN-2 classifies {acc2:.1%}")
     return 0 if ok else 1
 
 

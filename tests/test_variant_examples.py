@@ -89,3 +89,17 @@ def test_hard_vs_soft_fails_loudly():
     code, out = run("hard_vs_soft.py", "--samples", 32, "--epochs", 1, "--lr", 1e-6, "--plot", "")
     assert code == 1, out
     assert "FAIL:" in out
+
+
+def test_cnn_attention_quick(tmp_path):
+    png = tmp_path / "abcnn.png"
+    code, out = run("cnn_attention.py", "--quick", "--plot", png)
+    assert code == 0, out
+    assert "PASS: ABCNN-1 classifies" in out and "peaks on the paraphrased word" in out, out
+    check_png(png, out)
+
+
+def test_cnn_attention_fails_loudly():
+    code, out = run("cnn_attention.py", "--samples", 64, "--epochs", 1, "--plot", "")
+    assert code == 1, out
+    assert "FAIL:" in out
