@@ -26,7 +26,8 @@ def pytest_addoption(parser):
 def install_strict():
     """Plug strict_xp in as the device module; returns the previous setting (for restoring)."""
     return _backend._set_device_module(strict_xp, strict_xp.ndarray, asnumpy=strict_xp.asnumpy,
-                                       scatter_add=strict_xp.scatter_add, name="strict_xp")
+                                       scatter_add=strict_xp.scatter_add,
+                                       special=strict_xp.special, name="strict_xp")
 
 
 def pytest_configure(config):
@@ -34,6 +35,7 @@ def pytest_configure(config):
                                        "skipped with --backend=strict")
     if config.getoption("--backend") == "strict":
         install_strict()
+        ta.use_backend("cupy")
 
 
 def on_strict(config):

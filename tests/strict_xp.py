@@ -401,6 +401,11 @@ def _submodule(name, source):
 
 
 linalg = _submodule("linalg", _np.linalg)
+try:   # cupyx.scipy.special's stand-in (erf for GELU); SciPy's ufuncs run on the wrapped arrays
+    import scipy.special as _special
+    special = _submodule("special", _special)
+except ImportError:  # pragma: no cover
+    special = None
 
 
 class Generator:
@@ -411,7 +416,10 @@ class Generator:
 
     def __getattr__(self, name):
         f = getattr(self._g, name)
-        return lambda *a, **k: _call(f, a, k, f"random.Generator.{name}")
+        # Parameters (loc, scale, low, high, size) may be any host number, as in CuPy; arrays may not.
+        host = lambda v: v.item() if isinstance(v, _np.generic) else v  # noqa: E731
+        return lambda *a, **k: _call(f, [host(v) for v in a], {n: host(v) for n, v in k.items()},
+                                     f"random.Generator.{name}")
 
 
 class _Random(types.ModuleType):

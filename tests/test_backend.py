@@ -87,7 +87,8 @@ def test_set_device_module_plugs_in_and_restores():
     """_set_device_module: every backend helper follows the plugged-in module; restoring works."""
     import strict_xp
     old = backend_mod._set_device_module(strict_xp, strict_xp.ndarray, asnumpy=strict_xp.asnumpy,
-                                         scatter_add=strict_xp.scatter_add, name="strict_xp")
+                                         scatter_add=strict_xp.scatter_add,
+                                         special=strict_xp.special, name="strict_xp")
     try:
         assert backend_mod.gpu_available()
         ta.use_backend("cupy")

@@ -16,7 +16,7 @@ def built64(layer, shape, rng):
     """Build ``layer`` on a float32 input of ``shape``, then cast it to float64 for gradchecks."""
     layer(ta.tensor(rng.standard_normal(shape).astype(np.float32)))
     for p in layer.parameters():                     # random weights, so that every one matters
-        p.data = p.data + rng.standard_normal(p.shape).astype(p.dtype) * 0.3
+        p.data = p.data + ta.backend.to_device(rng.standard_normal(p.shape).astype(p.dtype) * 0.3, p.device)
     return layer.astype("float64")
 
 

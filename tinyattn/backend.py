@@ -10,6 +10,7 @@ The device ("gpu") module is CuPy when it imports and sees a GPU. The test-suite
 stand-in instead (tests/strict_xp.py, ``pytest --backend=strict``) through
 :func:`_set_device_module`, so the device path runs on every machine.
 """
+import contextlib
 import threading
 
 import numpy as np
@@ -18,20 +19,21 @@ _state = threading.local()
 _default = {"backend": "numpy"}
 _rng = {"numpy": np.random.default_rng()}
 # The device array module: xp (module), ndarray (its array type), asnumpy (device -> host copy),
-# scatter_add (target[index] += values with repeats), name (for messages).
-_device = {"xp": None, "ndarray": (), "asnumpy": None, "scatter_add": None, "name": None}
+# scatter_add (target[index] += values with repeats), special (scipy.special's functions), name.
+_device = {"xp": None, "ndarray": (), "asnumpy": None, "scatter_add": None, "special": None, "name": None}
 
 
-def _set_device_module(xp, ndarray_type=None, asnumpy=None, scatter_add=None, name="cupy"):
+def _set_device_module(xp, ndarray_type=None, asnumpy=None, scatter_add=None, special=None, name="cupy"):
     """Plug in the array module used for device ("gpu") arrays; ``xp=None`` removes it.
 
     Used once at import for real CuPy, and by the tests for their strict stand-in. Returns the
     previous setting (a dict) so that a caller can restore it with ``_set_device_module(**old)``.
     """
     old = {"xp": _device["xp"], "ndarray_type": _device["ndarray"] or None,
-           "asnumpy": _device["asnumpy"], "scatter_add": _device["scatter_add"], "name": _device["name"]}
+           "asnumpy": _device["asnumpy"], "scatter_add": _device["scatter_add"], "special": _device["special"],
+           "name": _device["name"]}
     _device.update(xp=xp, ndarray=ndarray_type if xp is not None else (), asnumpy=asnumpy,
-                   scatter_add=scatter_add, name=name if xp is not None else None)
+                   scatter_add=scatter_add, special=special, name=name if xp is not None else None)
     _rng.pop("device", None)
     if xp is None and _default["backend"] == "cupy":
         _default["backend"] = "numpy"
@@ -42,7 +44,9 @@ try:  # CuPy is optional: the GPU backend.
     import cupy
     import cupyx
     if cupy.cuda.runtime.getDeviceCount() > 0:
-        _set_device_module(cupy, cupy.ndarray, asnumpy=cupy.asnumpy, scatter_add=cupyx.scatter_add)
+        import cupyx.scipy.special
+        _set_device_module(cupy, cupy.ndarray, asnumpy=cupy.asnumpy, scatter_add=cupyx.scatter_add,
+                           special=cupyx.scipy.special)
 except Exception:  # pragma: no cover - no CuPy, or CuPy installed without a driver / GPU
     pass
 
@@ -63,13 +67,25 @@ def use_backend(name):
 
 
 def get_backend():
-    """The name of the backend new tensors are created on."""
-    return _default["backend"]
+    """The name of the backend new tensors are created on (in this thread, see :func:`using_device`)."""
+    return getattr(_state, "backend", None) or _default["backend"]
 
 
 def default_xp():
     """The array module new tensors are created with."""
-    return _device["xp"] if _default["backend"] == "cupy" else np
+    return _device["xp"] if get_backend() == "cupy" else np
+
+
+@contextlib.contextmanager
+def using_device(device):
+    """Inside the block (this thread), new arrays go to ``device`` ("cpu"/"gpu"): a layer builds its
+    parameters and makes its constants on the device of its inputs, whatever the global backend."""
+    prev = getattr(_state, "backend", None)
+    _state.backend = "cupy" if device == "gpu" else "numpy"
+    try:
+        yield
+    finally:
+        _state.backend = prev
 
 
 def is_gpu_array(a):
@@ -139,6 +155,14 @@ def rng(xp=None):
     if "device" not in _rng:
         _rng["device"] = _device_rng()
     return _rng["device"]
+
+
+def special(xp):
+    """scipy.special's namespace for ``xp`` (``cupyx.scipy.special`` on the device), for ``erf``."""
+    if xp is np:
+        import scipy.special
+        return scipy.special
+    return _device["special"]
 
 
 def scatter_add(target, index, values):

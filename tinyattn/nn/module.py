@@ -8,6 +8,7 @@
   not given, and ``get_weights()`` / ``set_weights()`` list arrays in the Keras layer's order.
 """
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -54,15 +55,19 @@ class Module:
 
     # -- calling ------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not self.built:
-            first = args[0] if args else None
-            if isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape"):
-                shape = [tuple(a.shape) for a in first]
-            else:
-                shape = tuple(first.shape) if hasattr(first, "shape") else None
-            self.build(shape)
-            object.__setattr__(self, "built", True)
-        return self.forward(*args, **kwargs)
+        first = args[0] if args else None
+        many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
+        data = array_of(first[0] if many else first)
+        # Parameters and constants are made on the device of the inputs (not the global backend).
+        with backend.using_device(backend.device_of(data)) if hasattr(data, "shape") else nullcontext():
+            if not self.built:
+                if many:
+                    shape = [tuple(a.shape) for a in first]
+                else:
+                    shape = tuple(first.shape) if hasattr(first, "shape") else None
+                self.build(shape)
+                object.__setattr__(self, "built", True)
+            return self.forward(*args, **kwargs)
 
     def build(self, input_shape):
         """Create the parameters once the input shape is known (Keras's lazy build). Default: none."""
