@@ -18,7 +18,7 @@ def _built(layer, *args, **kw):
     layer(*args, **kw)
     rng = np.random.default_rng(9)
     for p in layer.parameters():           # move off the init (scale = 1, zero biases)
-        p.data = p.data + 0.3 * rng.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(0.3 * rng.standard_normal(p.shape), p.device)
     return layer
 
 
