@@ -57,9 +57,11 @@ class Module:
     def __call__(self, *args, **kwargs):
         first = args[0] if args else None
         many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
-        data = array_of(first[0] if many else first)
-        # Parameters and constants are made on the device of the inputs (not the global backend).
-        with backend.using_device(backend.device_of(data)) if hasattr(data, "shape") else nullcontext():
+        x = first[0] if many else first
+        # Parameters and constants are made on the device of Tensor/device inputs (raw NumPy or
+        # lists: the current backend), not on whatever the global backend says.
+        on = isinstance(x, Tensor) or backend.is_gpu_array(x)
+        with backend.using_device(backend.device_of(array_of(x))) if on else nullcontext():
             if not self.built:
                 if many:
                     shape = [tuple(a.shape) for a in first]
