@@ -280,3 +280,23 @@ def test_fit_with_library_layers(rng):
         h = fit(model, "mse", optim.Adam(model.parameters(), lr=0.02), x, y, epochs=40, batch_size=32,
                 validation_split=0.25, verbose=0)
     assert h["loss"][-1] < 0.2 * h["loss"][0] and h["val_loss"][-1] < 0.3 * h["val_loss"][0]
+
+
+def test_fit_reads_the_device_once_per_batch(backend, rng):
+    """On the device, a training epoch waits for the device once per batch (the loss value for the
+    epoch mean) and nowhere else: no hidden ``float()``/``.item()``/``asnumpy`` in the loop. Counted
+    by the strict CuPy stand-in (tests/strict_xp.py); skips on NumPy and on a real GPU."""
+    import strict_xp
+    if backend != "cupy" or ta.backend.default_xp() is not strict_xp:
+        pytest.skip("counts the strict stand-in's device->host syncs")
+    x, y = _regression(rng, n=64)
+    model = ta.nn.Dense(1)
+    model(ta.tensor(x[:2]))                                          # builds the layer on the device
+    assert ta.backend.is_gpu_array(model.kernel.data)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    strict_xp.reset_syncs()
+    fit(model, "mse", opt, x, y, epochs=1, batch_size=16, verbose=0, shuffle=True)
+    assert strict_xp.syncs <= 4, dict(strict_xp.sync_counts)        # 64 samples / 16 = 4 batches
+    strict_xp.reset_syncs()
+    out = predict(model, x, batch_size=16)
+    assert isinstance(out, np.ndarray) and strict_xp.syncs <= 4, dict(strict_xp.sync_counts)
