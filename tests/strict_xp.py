@@ -352,6 +352,8 @@ class _DeviceFunction:
         self._f, self.__name__ = f, name
 
     def __call__(self, *args, **kwargs):
+        if isinstance(self._f, _np.ufunc) and any(isinstance(v, ndarray) for v in args):
+            return self._f(*args, **kwargs)      # NumPy dispatches to ndarray.__array_ufunc__'s rules
         return _call(self._f, args, kwargs, self.__name__)
 
     def __getattr__(self, name):   # ufunc methods: reduce, accumulate, outer, at
