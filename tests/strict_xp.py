@@ -215,7 +215,7 @@ class ndarray:
             args[1] = _index(inputs[1])
         out = kwargs.get("out")
         if out is not None:
-            outs = out if isinstance(out, tuple) else (out,)
+            out = outs = out if isinstance(out, tuple) else (out,)
             if not all(isinstance(o, ndarray) for o in outs):
                 raise _host_error(f"{what}(out=...)", outs[0])
             kwargs["out"] = tuple(o._a for o in outs)
@@ -224,7 +224,7 @@ class ndarray:
             kwargs["where"] = w
         result = getattr(ufunc, method)(*args, **kwargs)
         if out is not None:
-            return out
+            return out[0] if len(out) == 1 else out
         return _wrap(result)
 
     def __array_function__(self, func, types_, args, kwargs):
