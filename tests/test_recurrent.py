@@ -34,7 +34,7 @@ def test_gru_cell_fn_gradcheck(rng, reset_after):
 @pytest.mark.parametrize("zero_output", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_lstm_sequence_fn_gradcheck(rng, masked, zero_output, bias):
-    mask = MASK_BT.T.copy() if masked else None
+    mask = ta.tensor(MASK_BT.T.copy()).data if masked else None   # a Function takes arrays on the data's device
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, B, U), t64(rng, D, 4 * U), t64(rng, U, 4 * U)]
     args += [t64(rng, 4 * U)] if bias else []
     assert ta.gradcheck(lambda *a: LSTMSequenceFn(mask, zero_output)(*a), args, n_directions=2)
@@ -44,7 +44,7 @@ def test_lstm_sequence_fn_gradcheck(rng, masked, zero_output, bias):
 @pytest.mark.parametrize("masked,zero_output", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_gru_sequence_fn_gradcheck(rng, reset_after, masked, zero_output, bias):
-    mask = MASK_BT.T.copy() if masked else None
+    mask = ta.tensor(MASK_BT.T.copy()).data if masked else None   # a Function takes arrays on the data's device
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, D, 3 * U), t64(rng, U, 3 * U)]
     if bias:
         args.append(t64(rng, 2, 3 * U) if reset_after else t64(rng, 3 * U))
@@ -54,7 +54,7 @@ def test_gru_sequence_fn_gradcheck(rng, reset_after, masked, zero_output, bias):
 def test_sequence_fn_only_some_outputs_used(rng):
     """Gradients when only h_T (not the sequence, not c_T) reaches the loss."""
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, B, U), t64(rng, D, 4 * U), t64(rng, U, 4 * U)]
-    assert ta.gradcheck(lambda *a: LSTMSequenceFn(MASK_BT.T.copy())(*a)[1], args)
+    assert ta.gradcheck(lambda *a: LSTMSequenceFn(ta.tensor(MASK_BT.T.copy()).data)(*a)[1], args)
     assert ta.gradcheck(lambda *a: LSTMSequenceFn()(*a)[2], args)
 
 
