@@ -8,12 +8,15 @@
   not given, and ``get_weights()`` / ``set_weights()`` list arrays in the Keras layer's order.
 """
 from collections import OrderedDict
-from contextlib import nullcontext
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, array_of
+
+
+def _to_gpu(a):
+    return backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a
 
 
 class Parameter(Tensor):
@@ -57,11 +60,12 @@ class Module:
     def __call__(self, *args, **kwargs):
         first = args[0] if args else None
         many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
-        x = first[0] if many else first
-        # Parameters and constants are made on the device of Tensor/device inputs (raw NumPy or
-        # lists: the current backend), not on whatever the global backend says.
-        on = isinstance(x, Tensor) or backend.is_gpu_array(x)
-        with backend.using_device(backend.device_of(array_of(x))) if on else nullcontext():
+        device = self._call_device(first[0] if many else first)
+        if device == "gpu":            # raw NumPy inputs go to the layer's device, as Keras moves them
+            args = (type(first)(map(_to_gpu, first)) if many else _to_gpu(first),) + tuple(map(_to_gpu, args[1:]))
+            first = args[0]
+        # Parameters and constants are made on that device, not on whatever the global backend says.
+        with backend.using_device(device):
             if not self.built:
                 if many:
                     shape = [tuple(a.shape) for a in first]
@@ -70,6 +74,14 @@ class Module:
                 self.build(shape)
                 object.__setattr__(self, "built", True)
             return self.forward(*args, **kwargs)
+
+    def _call_device(self, x):
+        """Where a call computes: the device of a Tensor/device-array input, else of the layer's
+        parameters, else the current backend's."""
+        if isinstance(x, Tensor) or backend.is_gpu_array(x):
+            return backend.device_of(array_of(x))
+        p = next((p for _, p in self.named_parameters()), None)
+        return p.device if p is not None else ("gpu" if backend.get_backend() == "cupy" else "cpu")
 
     def build(self, input_shape):
         """Create the parameters once the input shape is known (Keras's lazy build). Default: none."""
