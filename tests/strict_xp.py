@@ -118,6 +118,15 @@ def _index(key):
     return key._a if isinstance(key, ndarray) else key
 
 
+class MemoryPointer:
+    """What CuPy's ``ndarray.data`` is: an opaque pointer to device memory (not array-like)."""
+    __slots__ = ("size",)
+    __array__ = None             # np.asarray(pointer) fails too
+
+    def __init__(self, size):
+        self.size = size
+
+
 class ndarray:
     """A device array: a NumPy array behind CuPy's rules (see the module docstring)."""
     __slots__ = ("_a",)
@@ -183,6 +192,9 @@ class ndarray:
     real = property(lambda self: ndarray(self._a.real))
     imag = property(lambda self: ndarray(self._a.imag))
     base = property(lambda self: None if self._a.base is None else ndarray(self._a.base))
+    # CuPy's ``a.data`` is a device MemoryPointer, not an array: ``getattr(x, "data", x)`` meant to
+    # unwrap a Tensor silently gets it for a raw CuPy array. Same trap here.
+    data = property(lambda self: MemoryPointer(self._a.nbytes))
 
     def __len__(self):
         return len(self._a)

@@ -19,6 +19,9 @@ import sys
 
 import numpy as np
 
+from . import backend
+from .autograd import array_of
+
 __all__ = ["plot_attention", "plot_attention_bars", "ascii_heatmap", "ascii_bars"]
 
 _UNICODE_SHADES = " ░▒▓█"
@@ -26,12 +29,7 @@ _ASCII_SHADES = " .:-=+*#%@"
 
 
 def _to_numpy(a, name):
-    data = getattr(a, "data", a)                  # Tensor -> array (ndarray.data is a buffer: skip)
-    if isinstance(a, np.ndarray):
-        data = a
-    if hasattr(data, "get") and not isinstance(data, np.ndarray):   # a CuPy array
-        data = data.get()
-    arr = np.asarray(data, dtype=np.float64)
+    arr = backend.as_numpy(array_of(a)).astype(np.float64)   # Tensor, NumPy, CuPy or list: explicit copy
     if arr.size == 0:
         raise ValueError(f"{name}: got an empty array of shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
