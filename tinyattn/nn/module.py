@@ -61,9 +61,9 @@ class Module:
         first = args[0] if args else None
         many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
         device = self._call_device(first[0] if many else first)
-        if device == "gpu":            # raw NumPy inputs go to the layer's device, as Keras moves them
-            args = (type(first)(map(_to_gpu, first)) if many else _to_gpu(first),) + tuple(map(_to_gpu, args[1:]))
-            first = args[0]
+        if device == "gpu" and args:   # raw NumPy inputs go to the layer's device, as Keras moves them
+            first = type(first)(map(_to_gpu, first)) if many else _to_gpu(first)
+            args = (first,) + tuple(map(_to_gpu, args[1:]))
         # Parameters and constants are made on that device, not on whatever the global backend says.
         with backend.using_device(device):
             if not self.built:
