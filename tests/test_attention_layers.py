@@ -69,7 +69,7 @@ def test_additive_attention_values(rng):
     s = (layer.scale.numpy() * np.tanh(q.numpy()[:, :, None] + v.numpy()[:, None])).sum(-1)
     w = np.exp(s - s.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
-    np.testing.assert_allclose(layer([q, v]).numpy(), w @ v.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer([q, v]).numpy(), w @ v.numpy(), rtol=1e-12, atol=1e-15)
 
 
 def test_causal_is_top_left(rng):
