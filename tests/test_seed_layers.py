@@ -240,7 +240,7 @@ def test_time_step_matches_numpy(rng, single):
 def test_time_step_gradcheck(rng, single):
     x = T(rng.standard_normal((2, 4, 3)))
     layer = built64(TimeStepAttention(single_attention_vector=single), x)
-    layer.bias.data = rng.standard_normal(4)
+    layer.bias.data = ta.backend.to_device(rng.standard_normal(4), layer.bias.device)
     check_both(lambda x, *p: layer(x), [x] + layer.parameters())
 
 
