@@ -86,6 +86,14 @@ def test_ascii_shades_on_a_plain_ascii_terminal(monkeypatch):
     text.encode("ascii")                       # printable on that terminal
 
 
+def test_device_arrays_are_read_explicitly(backend):
+    """A GPU Tensor or a raw device (CuPy) array plots as its NumPy copy."""
+    w = ta.tensor(np.array([[0.25, 0.75], [1.0, 0.0]], np.float32))
+    want = viz.ascii_heatmap(w.numpy())
+    assert viz.ascii_heatmap(w) == want and viz.ascii_heatmap(w.data) == want
+    assert viz.ascii_bars(w[0]) == viz.ascii_bars(w.numpy()[0])
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="plot_attention: weights must be \\(Tq, Tk\\)"):
         viz.plot_attention(np.ones((2, 3, 4)))

@@ -144,8 +144,11 @@ class Tensor:
     def item(self):
         return self.data.item()
 
-    def __array__(self, dtype=None, copy=None):   # np.asarray(t), np.testing on Tensors
-        a = backend.as_numpy(self.data)
+    def __array__(self, dtype=None, copy=None):   # np.asarray(t), np.testing on CPU Tensors
+        if backend.is_gpu_array(self.data):       # as torch and CuPy: a device read is explicit
+            raise TypeError("a GPU Tensor cannot be converted to NumPy implicitly; use .numpy() "
+                            "(a device->host copy) or .to('cpu')")
+        a = self.data
         return a if dtype is None else a.astype(dtype)
 
     __float__ = lambda self: float(self.data.item())   # noqa: E731

@@ -29,8 +29,7 @@ _ASCII_SHADES = " .:-=+*#%@"
 
 
 def _to_numpy(a, name):
-    data = backend.as_numpy(array_of(a)) if hasattr(array_of(a), "shape") else a  # Tensor, NumPy, CuPy
-    arr = np.asarray(data, dtype=np.float64)
+    arr = backend.as_numpy(array_of(a)).astype(np.float64)   # Tensor, NumPy, CuPy or list: explicit copy
     if arr.size == 0:
         raise ValueError(f"{name}: got an empty array of shape {arr.shape}")
     if not np.all(np.isfinite(arr)):

@@ -102,6 +102,9 @@ def _dtype_mix_error(module, err, args, kwargs):
                      f"inputs {', '.join(ins) or 'not floating'} ({err}). Cast the inputs with "
                      f".astype(...) or the model with model.astype(...) so both sides match")
 
+def _to_gpu(a):
+    return backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a
+
 
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires grad by default)."""
@@ -150,20 +153,36 @@ class Module:
 
     # -- calling ------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not self.built:
-            self.build(_input_shape(args[0] if args else None))
-            object.__setattr__(self, "built", True)
-        try:
-            return self.forward(*args, **kwargs)
-        except TypeError as e:
-            msg = str(e)
-            if "dtype mix" not in msg or "dtype mix inside the layer" in msg:
-                raise
-            raise _dtype_mix_error(self, e, args, kwargs) from e
+        first = args[0] if args else None
+        many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
+        device = self._call_device(first[0] if many else first)
+        if device == "gpu" and args:   # raw NumPy inputs go to the layer's device, as Keras moves them
+            first = type(first)(map(_to_gpu, first)) if many else _to_gpu(first)
+            args = (first,) + tuple(map(_to_gpu, args[1:]))
+        # Parameters and constants are made on that device, not on whatever the global backend says.
+        with backend.using_device(device):
+            if not self.built:
+                self.build(_input_shape(first))
+                object.__setattr__(self, "built", True)
+            try:
+                return self.forward(*args, **kwargs)
+            except TypeError as e:
+                msg = str(e)
+                if "dtype mix" not in msg or "dtype mix inside the layer" in msg:
+                    raise
+                raise _dtype_mix_error(self, e, args, kwargs) from e
 
     def cast_input(self, x, name="input", ids=False):
         """:func:`cast_input` (``x`` as a Tensor in this layer's dtype, on its device)."""
         return cast_input(self, x, name, ids)
+
+    def _call_device(self, x):
+        """Where a call computes: the device of a Tensor/device-array input, else of the layer's
+        parameters, else the current backend's."""
+        if isinstance(x, Tensor) or backend.is_gpu_array(x):
+            return backend.device_of(array_of(x))
+        p = next((p for _, p in self.named_parameters()), None)
+        return p.device if p is not None else ("gpu" if backend.get_backend() == "cupy" else "cpu")
 
     def build(self, input_shape):
         """Create the parameters once the input shape is known (Keras's lazy build). Default: none."""
