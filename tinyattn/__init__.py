@@ -11,6 +11,7 @@ from .autograd import Tensor, Function, no_grad, enable_grad, is_grad_enabled, g
 from .functions import *  # noqa: F401,F403  (the differentiable functions, and Tensor's methods)
 from . import functions
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
+from . import check
 
 __version__ = "0.1.0"
 
