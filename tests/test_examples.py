@@ -120,3 +120,32 @@ def test_derive_walkthroughs_are_percent_notebooks():
     for script in DERIVE:
         text = open(os.path.join(EXAMPLES, script)).read()
         assert text.count("# %% [markdown]") >= 3 and text.count("\n# %%\n") >= 3, script
+
+
+# -- the bug gallery (issue 10): every classic attention bug is caught, and every check can fail -----
+def test_attention_bugs_all_caught():
+    code, out = run("attention_bugs.py")
+    assert code == 0, out
+    assert out.count("wrong variant: CAUGHT") == 7 and "NOT caught" not in out, out
+    assert out.count("right variant: passes") == 7, out
+    assert "OK: all 7 bugs caught" in out
+
+
+def _load_bugs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("attention_bugs", os.path.join(EXAMPLES, "attention_bugs.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_attention_bugs_disarmed_bug_is_not_caught(n, capsys):
+    # Replacing bug n's wrong variant by the right one must make its check say "NOT caught" and the
+    # script fail: each of the seven checks can fail.
+    mod = _load_bugs()
+    assert mod.main(["--disarm", str(n)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("NOT caught") == 1 and out.count("CAUGHT") == 6, out
+    block = out.split(f"[{n}] ")[1]
+    assert "wrong variant: NOT caught" in block.split("\n[")[0]
