@@ -22,7 +22,7 @@ import numpy as np
 from . import backend
 from .autograd import array_of
 
-__all__ = ["plot_attention", "plot_attention_bars", "ascii_heatmap", "ascii_bars"]
+__all__ = ["plot_attention", "plot_attention_bars", "ascii_heatmap", "ascii_bars", "draw_graph", "graph_to_dot"]
 
 _UNICODE_SHADES = " ░▒▓█"
 _ASCII_SHADES = " .:-=+*#%@"
@@ -237,3 +237,178 @@ def _draw_bars(fig, v, labels, title, xlabel):
     if title:
         ax.set_title(title)
     fig.tight_layout()
+
+
+# ------------------------------------------------------------------------------------------------
+# The computation graph
+# ------------------------------------------------------------------------------------------------
+def _graph(tensor):
+    """Nodes and edges of the graph behind ``tensor``: (nodes, edges, order) with nodes a dict
+    node_id -> (kind, label, object), edges a list of (src id, dst id), order the ids in topological
+    order (inputs first)."""
+    from .autograd import Function, Tensor, walk_graph, node_id
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"draw_graph: expected a Tensor, got {type(tensor).__name__}")
+    nodes, edges, order = {}, [], []
+    for node in walk_graph(tensor):
+        key = node_id(node)
+        order.append(key)
+        if isinstance(node, Function):
+            nodes[key] = ("op", _op_label(node), node)
+            for x in node.input_tensors:
+                edges.append((node_id(x), key))
+        else:
+            nodes[key] = ("tensor", _tensor_label(node, node is tensor), node)
+            if node.creator is not None:
+                edges.append((node_id(node.creator), key))
+    return nodes, edges, order
+
+
+def _op_label(f):
+    name = type(f).__name__
+    extras = []
+    for attr in ("axis", "axes", "shape", "scale", "p"):
+        v = f.__dict__.get(attr)
+        if v is not None and isinstance(v, (int, float, tuple)) and not isinstance(v, bool):
+            extras.append(f"{attr}={round(v, 4) if isinstance(v, float) else v}")
+    return name + (f"\n{', '.join(extras)}" if extras and len(", ".join(extras)) <= 28 else "")
+
+
+def _tensor_label(t, is_root):
+    from .autograd import ReleasedTensor
+    lines = []
+    if t.name:
+        lines.append(str(t.name))
+    elif is_root:
+        lines.append("output")
+    elif t.creator is None:
+        lines.append("leaf" if t.requires_grad else "constant")
+    lines.append(f"{tuple(t.shape)} {t.dtype}")
+    g = t.grad
+    if g is not None:
+        ga = backend.as_numpy(g.data)
+        lines.append(f"|grad| = {float(np.sqrt((ga.astype(np.float64) ** 2).sum())):.3g}")
+    elif type(t) is ReleasedTensor:
+        lines.append("(freed by backward)")
+    return "\n".join(lines)
+
+
+def _dot_escape(s):
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def graph_to_dot(tensor):
+    """Graphviz DOT text of the graph behind ``tensor`` (see :func:`draw_graph`)."""
+    nodes, edges, order = _graph(tensor)
+    idx = {k: i for i, k in enumerate(order)}
+    lines = ["digraph tinyattn {", '  rankdir="TB";',
+             '  node [fontname="Helvetica", fontsize=10];']
+    for k in order:
+        kind, label, _ = nodes[k]
+        if kind == "op":
+            style = 'shape=ellipse, style=filled, fillcolor="#cfe2f3"'
+        else:
+            style = 'shape=box, style="rounded,filled", fillcolor="#fff2cc"'
+        lines.append(f'  n{idx[k]} [{style}, label="{_dot_escape(label)}"];')
+    for a, b in edges:
+        lines.append(f"  n{idx[a]} -> n{idx[b]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _layers(nodes, edges, order):
+    """Longest-path layering (a node sits one layer below its deepest parent; inputs on layer 0),
+    then one top-down barycentre sweep to order each layer (fewer edge crossings)."""
+    parents = {k: [] for k in order}
+    for a, b in edges:
+        parents[b].append(a)
+    children = {k: [] for k in order}
+    for a, b in edges:
+        children[a].append(b)
+    layer = {}
+    for k in order:                                # topological: parents come first
+        layer[k] = 1 + max((layer[p] for p in parents[k]), default=-1)
+    for k in order:                                # an input sits just above its first consumer
+        if not parents[k] and children[k]:
+            layer[k] = min(layer[c] for c in children[k]) - 1
+    rows = {}
+    for k in order:
+        rows.setdefault(layer[k], []).append(k)
+    pos = {}
+    for li in sorted(rows):
+        row = rows[li]
+        if li > 0:
+            row.sort(key=lambda k: sum(pos[p] for p in parents[k]) / max(1, len(parents[k])))
+        for i, k in enumerate(row):
+            pos[k] = i - (len(row) - 1) / 2.0
+    return layer, pos, rows
+
+
+def _draw_graph_matplotlib(nodes, edges, order, path, fmt, title):
+    mpl = _matplotlib()
+    if mpl is None:
+        raise RuntimeError("draw_graph: writing an image needs the Graphviz `dot` program or matplotlib; "
+                           "install one (python3 -m pip install matplotlib), or call "
+                           "draw_graph(t) without path= for the DOT text")
+    Figure, Canvas = mpl
+    layer, pos, rows = _layers(nodes, edges, order)
+    width = max(len(r) for r in rows.values())
+    depth = len(rows)
+    fig = Figure(figsize=(max(4.0, 2.3 * width), max(3.0, 1.05 * depth + 0.6)))
+    Canvas(fig)
+    ax = fig.add_axes([0.01, 0.01, 0.98, 0.94 if title else 0.98])
+    ax.set_xlim(-width / 2.0 - 0.1, width / 2.0 + 0.1)
+    ax.set_ylim(-depth + 0.4, 0.6)
+    ax.axis("off")
+    xy = {k: (pos[k], -layer[k]) for k in order}
+    for a, b in edges:
+        ax.annotate("", xy=xy[b], xytext=xy[a],
+                    arrowprops=dict(arrowstyle="-|>", color="#555555", lw=0.9, shrinkA=16, shrinkB=16))
+    for k in order:
+        kind, label, _ = nodes[k]
+        box = (dict(boxstyle="ellipse,pad=0.3", fc="#cfe2f3", ec="#3d85c6") if kind == "op"
+               else dict(boxstyle="round,pad=0.35", fc="#fff2cc", ec="#bf9000"))
+        ax.text(xy[k][0], xy[k][1], label, ha="center", va="center", fontsize=7.5, bbox=box, zorder=3,
+                fontweight="bold" if kind == "op" else "normal")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, format=fmt, dpi=110)
+
+
+def draw_graph(tensor, path=None, format=None, engine=None, title=None):
+    """The computation graph behind ``tensor``, as Graphviz DOT text, optionally drawn to a file.
+
+    One node per Function (its op name, and settings such as the axis) and one per Tensor (its name
+    if it has one, shape and dtype; after ``backward()``, ‖grad‖ for the tensors that kept a
+    gradient: leaves, and intermediates with ``retain_grad()``). Edges run from inputs to the op to
+    its output. The graph is walked with :func:`tinyattn.autograd.walk_graph`, so it can be drawn
+    after ``backward()`` too (freed intermediates show their shape and "(freed by backward)").
+
+    path: where to write an image; its suffix (``.png``, ``.svg``, ``.pdf``) or ``format`` picks the
+    format. engine: "dot" (the Graphviz program, needed on the PATH), "matplotlib" (a layered layout
+    computed here: longest-path layers, inputs at the top, no system install), or None — ``dot`` when
+    ``shutil.which("dot")`` finds it, matplotlib otherwise. Returns the DOT text (always).
+    """
+    import shutil
+    import subprocess
+    dot_text = graph_to_dot(tensor)
+    if path is None:
+        return dot_text
+    fmt = (format or os.path.splitext(str(path))[1].lstrip(".") or "png").lower()
+    if fmt not in ("png", "svg", "pdf"):
+        raise ValueError(f"draw_graph: cannot write format {fmt!r} (path {path}); use .png, .svg or .pdf")
+    if engine not in (None, "dot", "matplotlib"):
+        raise ValueError(f"draw_graph: engine must be None, 'dot' or 'matplotlib', got {engine!r}")
+    dot = shutil.which("dot") if engine in (None, "dot") else None
+    if engine == "dot" and dot is None:
+        raise RuntimeError("draw_graph: engine='dot' but the Graphviz `dot` program is not on the PATH "
+                           "(apt-get install graphviz / brew install graphviz), or use engine='matplotlib'")
+    if dot is not None:
+        src = dot_text if title is None else dot_text.replace(
+            "digraph tinyattn {\n", f'digraph tinyattn {{\n  label="{_dot_escape(title)}"; labelloc="t";\n', 1)
+        subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=src, text=True, check=True,
+                       capture_output=True)
+    else:
+        nodes, edges, order = _graph(tensor)
+        _draw_graph_matplotlib(nodes, edges, order, path, fmt, title)
+    return dot_text
