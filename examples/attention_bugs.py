@@ -36,7 +36,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()  # notebook: cwd
+sys.path.insert(0, os.path.join(HERE, ".."))
 
 import tinyattn as ta                                                             # noqa: E402
 from tinyattn.attention import BahdanauAttention, MultiHeadAttention, masked_softmax   # noqa: E402
@@ -308,7 +309,7 @@ def main(argv=None):
     ap.add_argument("--disarm", type=int, default=0,
                     help="replace bug N's wrong variant by the right one (the check must then fail "
                          "to catch it and the script exit 1: a check that cannot fail is no check)")
-    args = ap.parse_args(argv)
+    args, _ = ap.parse_known_args(argv)          # (a notebook kernel passes its own arguments)
     failures = 0
     for n, (title, check_name, make) in enumerate(BUGS, 1):
         check, right, wrong = make()

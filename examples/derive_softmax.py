@@ -29,7 +29,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()  # notebook: cwd
+sys.path.insert(0, os.path.join(HERE, ".."))
 
 import tinyattn as ta                                    # noqa: E402
 from tinyattn.check import compare, compare_table        # noqa: E402

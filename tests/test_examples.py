@@ -149,3 +149,33 @@ def test_attention_bugs_disarmed_bug_is_not_caught(n, capsys):
     assert out.count("NOT caught") == 1 and out.count("CAUGHT") == 6, out
     block = out.split(f"[{n}] ")[1]
     assert "wrong variant: NOT caught" in block.split("\n[")[0]
+
+
+# -- every example opens as a notebook (jupytext "percent" format) --------------------------------
+ALL_EXAMPLES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("script", ALL_EXAMPLES)
+def test_example_is_a_percent_notebook(script):
+    text = open(os.path.join(EXAMPLES, script)).read()
+    assert "\n# %%\n" in text and "# %% [markdown]" in text, f"{script}: add # %% cells and a markdown cell"
+    jupytext = pytest.importorskip("jupytext")
+    nb = jupytext.read(os.path.join(EXAMPLES, script))
+    kinds = [c.cell_type for c in nb.cells]
+    assert kinds.count("markdown") >= 1 and kinds.count("code") >= 2, (script, kinds)
+
+
+def test_derive_softmax_runs_cell_by_cell_as_a_notebook(tmp_path):
+    # The code cells, run in order in one namespace without __file__ (as a kernel would, from examples/).
+    jupytext = pytest.importorskip("jupytext")
+    nb = jupytext.read(os.path.join(EXAMPLES, "derive_softmax.py"))
+    code = "\n\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    cells = tmp_path / "cells.py"
+    cells.write_text(code)
+    run_cells = f"ns = {{'__name__': '__main__'}}; exec(compile(open({str(cells)!r}).read(), 'cells', 'exec'), ns)"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", run_cells], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=EXAMPLES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "19 rows: " in proc.stdout and ", 0 WRONG" in proc.stdout
