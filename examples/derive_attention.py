@@ -28,6 +28,7 @@
 
 # %%
 import os
+import re
 import sys
 
 import numpy as np
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import tinyattn as ta                                                   # noqa: E402
 from tinyattn.attention import scaled_dot_product_attention             # noqa: E402
 from tinyattn.check import compare, compare_table                       # noqa: E402
+from tinyattn.viz import draw_graph                                     # noqa: E402
 
 rng = np.random.default_rng(1)
 B, Tq, Tk, d, dv = 2, 4, 5, 6, 3
@@ -76,7 +78,9 @@ A = ta.softmax(Sm, axis=-1)
 O = A @ V
 for t in (S, Sc, Sm, A, O):
     t.retain_grad()
-(O * ta.tensor(G)).sum().backward()
+Q.name, K.name, V.name, A.name = "Q", "K", "V", "A"
+L = (O * ta.tensor(G)).sum()
+L.backward()
 print("weights of sequence 1 (keys 3, 4 are padding):\n", np.round(A.numpy()[1], 3))
 
 # %% [markdown]
@@ -129,7 +133,24 @@ check("fused: dK", dK, k2)
 check("fused: dV", dV, v2)
 
 # %% [markdown]
-# ## 4. Table, property checks and gradcheck
+# ## 4. See the graph
+#
+# `draw_graph(L)` walks the graph behind the loss (`Tensor.creator`, `Function.input_tensors`) and
+# returns it as Graphviz DOT text: one ellipse per op, one box per tensor (shape, dtype, name, and
+# ‖grad‖ for the tensors that kept a gradient). Given a path (`python derive_attention.py graph.png`)
+# it draws it — with Graphviz's `dot` if installed, otherwise with matplotlib.
+
+# %%
+dot = draw_graph(L)
+ops = re.findall(r'shape=ellipse[^\n]*label="([A-Za-z]+)', dot)
+print("ops in the graph, inputs first:", " -> ".join(ops))
+graph_path = next((a for a in sys.argv[1:] if a.endswith((".png", ".svg"))), None)
+if graph_path:
+    draw_graph(L, graph_path, title="scaled dot-product attention, after backward")
+    print(f"graph written to {graph_path}")
+
+# %% [markdown]
+# ## 5. Table, property checks and gradcheck
 #
 # Rows sum to 1, padding keys get exactly 0, and `ta.gradcheck` (central differences in float64,
 # random upstream gradient) agrees with both the op-by-op graph and the fused node.

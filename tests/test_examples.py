@@ -179,3 +179,12 @@ def test_derive_softmax_runs_cell_by_cell_as_a_notebook(tmp_path):
                           env=env, cwd=EXAMPLES)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "19 rows: " in proc.stdout and ", 0 WRONG" in proc.stdout
+
+
+def test_derive_attention_draws_its_graph(tmp_path):
+    png = tmp_path / "graph.png"
+    code, out = run("derive_attention.py", png)
+    assert code == 0, out
+    assert "ops in the graph, inputs first: SwapAxes -> MatMul -> Mul -> Where -> Softmax -> MatMul -> Mul -> Sum" in out
+    if has_matplotlib() or __import__("shutil").which("dot"):
+        assert png.read_bytes().startswith(b"\x89PNG") and f"graph written to {png}" in out

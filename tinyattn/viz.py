@@ -480,9 +480,12 @@ def _draw_graph_matplotlib(nodes, edges, order, path, fmt, title):
     ax.set_ylim(-depth + 0.4, 0.6)
     ax.axis("off")
     xy = {k: (pos[k], -layer[k]) for k in order}
+    def shrink(k):                                 # points from a node's centre to its border
+        return 6.0 + 5.0 * (nodes[k][1].count("\n") + 1)
     for a, b in edges:
         ax.annotate("", xy=xy[b], xytext=xy[a],
-                    arrowprops=dict(arrowstyle="-|>", color="#555555", lw=0.9, shrinkA=16, shrinkB=16))
+                    arrowprops=dict(arrowstyle="-|>", color="#555555", lw=0.9, shrinkA=shrink(a),
+                                    shrinkB=shrink(b)))
     for k in order:
         kind, label, _ = nodes[k]
         box = (dict(boxstyle="ellipse,pad=0.3", fc="#cfe2f3", ec="#3d85c6") if kind == "op"
