@@ -268,7 +268,7 @@ class Function:
 
     def _release(self):
         """Free what backward needed (the input Tensors, saved arrays); keep a skeleton for walking."""
-        self._released = [ReleasedTensor(x) for x in self._inputs]
+        self._released = list(map(ReleasedTensor, self._inputs))
         self._inputs = None
         d = self.__dict__
         if len(d) > 5:                             # more than the engine's own attributes: drop the
