@@ -212,11 +212,12 @@ def test_sdpa_dropout_backward(rng):
     q, k, v = T(rng, 2, 3, 4), T(rng, 2, 5, 4), T(rng, 2, 5, 2)
     f = ScaledDotProductAttention(0.7, None, dropout=0.3, training=True)
     out, w = f(q, k, v)
+    M = f.M                       # the dropout mask (a backward without retain_graph drops saved arrays)
     gy, gw = rng.standard_normal(out.shape), rng.standard_normal(w.shape)
     g1 = ta.grad([out, w], [q, k, v], [gy, gw])
     q2, k2, v2 = (ta.tensor(x.numpy(), requires_grad=True) for x in (q, k, v))
     w2 = ((q2 @ k2.swapaxes(-1, -2)) * 0.7).softmax(-1)
-    out2 = (w2 * f.M) @ v2
+    out2 = (w2 * M) @ v2
     g2 = ta.grad([out2, w2], [q2, k2, v2], [gy, gw])
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
