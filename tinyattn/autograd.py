@@ -70,7 +70,7 @@ class Tensor:
     ``creator`` (the Function that produced it, None for a leaf), ``generation`` (graph depth).
     """
     __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
-                 "__weakref__")
+                 "_keras_mask", "__weakref__")   # _keras_mask: see nn.module (Keras mask propagation)
     __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
     __array_ufunc__ = None
 
