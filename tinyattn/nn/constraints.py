@@ -26,6 +26,7 @@ _EPS = 1e-7
 
 def _norms(w, axis):
     xp = backend.get_array_module(w)
+    axis = tuple(axis) if isinstance(axis, list) else axis          # Keras accepts a list of axes
     return xp.sqrt(xp.sum(w * w, axis=axis, keepdims=True))
 
 

@@ -266,7 +266,9 @@ class Module:
     def regularization_losses(self):
         """Keras's ``layer.losses``: every weight regularizer's penalty R(w) (scalar Tensors, with
         gradients), module by module in registration order, then the activity regularizers'
-        penalties of the last call (R(output) / batch size). ``fit`` adds their sum to the loss."""
+        penalties of the last call (R(output) / batch size; ``_sublayer_activity_losses`` holds those
+        a layer records for its inner projections, as Keras's sublayers do). ``fit`` adds their sum
+        to the loss."""
         out = []
         for m in self.modules():
             for name, reg in m.__dict__.get("_weight_regularizers", {}).items():
@@ -274,6 +276,7 @@ class Module:
                 if p is not None:
                     out.append(reg(p))
             out.extend(m.__dict__.get("_activity_losses", ()))
+            out.extend(m.__dict__.get("_sublayer_activity_losses", ()))
         return out
 
     def apply_constraints(self):
