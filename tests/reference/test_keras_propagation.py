@@ -299,9 +299,9 @@ def test_mha_negative_axes_equal_positive_and_causal_needs_3d():
     kl = keras.layers.MultiHeadAttention(2, 3, attention_axes=(1, 2))
     with pytest.raises(Exception):
         kl(x, x, use_causal_mask=True)                   # Keras fails too
-    with pytest.raises(ValueError, match="use_causal_mask needs 3-D inputs"):
+    with pytest.raises(ValueError, match="use_causal_mask needs the attention over axis 1 alone"):
         MultiHeadAttention(2, 3, attention_axes=(1, 2))(x, x, use_causal_mask=True)
-    with pytest.raises(ValueError, match="sliding_window needs 3-D inputs"):
+    with pytest.raises(ValueError, match="sliding_window needs the attention over axis 1 alone"):
         MultiHeadAttention(2, 3, sliding_window=2)(x, x)
 
 
@@ -414,3 +414,31 @@ def test_layer_losses_match_keras(layer):
     kl_losses = sorted(float(v) for v in kl.losses)
     ol_losses = sorted(float(v.item()) for v in ol.regularization_losses())
     np.testing.assert_allclose(ol_losses, kl_losses, rtol=2e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# compute_mask of Attention / AdditiveAttention, every edge case against Keras live
+# ------------------------------------------------------------------------------------------------
+EDGE_MASKS = [None, [None, np.array([True, False, True])], [np.array([True, False, True])] * 2,
+              [np.array([True] * 3)] * 2, [np.array([False] * 3)] * 2, [np.array([1.0, 0.0, 1.0])] * 2,
+              [np.array([1, 0, 1]), np.array([0, 1, 0])], [np.array([True]), np.array([False])],
+              [np.array([[True, False, True], [False, False, True]]), None, None]]
+
+
+@pytest.mark.parametrize("cls", ["Attention", "AdditiveAttention"])
+@pytest.mark.parametrize("i", range(len(EDGE_MASKS)))
+def test_compute_mask_edge_cases_match_keras(cls, i):
+    mask = EDGE_MASKS[i]
+    inputs = [np.ones((2, 3, 4), np.float32), np.ones((2, 4, 4), np.float32)]
+    k = getattr(keras.layers, cls)().compute_mask(inputs, mask)
+    o = (Attention() if cls == "Attention" else AdditiveAttention()).compute_mask(inputs, mask)
+    assert (k is None) == (o is None)
+    if k is not None:
+        k = np.asarray(k)
+        assert o.dtype == k.dtype or (o.dtype.kind == k.dtype.kind == "f")
+        np.testing.assert_array_equal(o, k)
+    for bad in ([inputs[0]], inputs[0]):
+        with pytest.raises(ValueError):
+            getattr(keras.layers, cls)().compute_mask(bad, mask)
+        with pytest.raises(ValueError):
+            (Attention() if cls == "Attention" else AdditiveAttention()).compute_mask(bad, mask)

@@ -86,28 +86,38 @@ class GroupedQueryAttention(Module):
         self.bias_initializer = init.get(bias_initializer)
         self.dtype = np.dtype(dtype)
 
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The query's shape (Keras's); value and key must agree on all axes but the last."""
+        value_shape = tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        if value_shape[1:-1] != key_shape[1:-1]:
+            raise ValueError(f"GroupedQueryAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={value_shape} and key_shape={key_shape}")
+        return tuple(query_shape)
+
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
+        self.compute_output_shape(query_shape, value_shape, key_shape)
         dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
         Hq, Hkv, hd = self.num_query_heads, self.num_key_value_heads, self.head_dim
         ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, Hq, hd), dt), name="query/kernel")
+        self.query_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="query/kernel")
         if self.use_bias:
-            self.query_bias = Parameter(bi((Hq, hd), dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, Hkv, hd), dt), name="key/kernel")
+            self.query_bias = Parameter(bi((Hq, hd), dtype=dt), name="query/bias")
+        self.key_kernel = Parameter(ki((dk, Hkv, hd), dtype=dt), name="key/kernel")
         if self.use_bias:
-            self.key_bias = Parameter(bi((Hkv, hd), dt), name="key/bias")
+            self.key_bias = Parameter(bi((Hkv, hd), dtype=dt), name="key/bias")
         if self.use_gate:
-            self.gate_kernel = Parameter(ki((dq, Hq, hd), dt), name="gate/kernel")
+            self.gate_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="gate/kernel")
             if self.use_bias:
-                self.gate_bias = Parameter(bi((Hq, hd), dt), name="gate/bias")
-        self.value_kernel = Parameter(ki((dv, Hkv, hd), dt), name="value/kernel")
+                self.gate_bias = Parameter(bi((Hq, hd), dtype=dt), name="gate/bias")
+        self.value_kernel = Parameter(ki((dv, Hkv, hd), dtype=dt), name="value/kernel")
         if self.use_bias:
-            self.value_bias = Parameter(bi((Hkv, hd), dt), name="value/bias")
-        self.output_kernel = Parameter(ki((Hq, hd, dq), dt), name="attention_output/kernel")
+            self.value_bias = Parameter(bi((Hkv, hd), dtype=dt), name="value/bias")
+        self.output_kernel = Parameter(ki((Hq, hd, dq), dtype=dt), name="attention_output/kernel")
         if self.use_bias:
-            self.output_bias = Parameter(bi((dq,), dt), name="attention_output/bias")
+            self.output_bias = Parameter(bi((dq,), dtype=dt), name="attention_output/bias")
         object.__setattr__(self, "built", True)
 
     def weights(self):

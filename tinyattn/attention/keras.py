@@ -63,8 +63,9 @@ class _BaseDenseAttention(Module):
     def _unpack(self, inputs):
         name = type(self).__name__
         if not isinstance(inputs, (list, tuple)):
-            raise ValueError(f"{name}: call it on a list of inputs, namely [query, value] or "
-                             f"[query, value, key], as Keras's layer. Received: a single {type(inputs).__name__}"
+            raise ValueError(f"{name}: call it on a list of inputs: the layer must be called on a list of "
+                             f"inputs, namely [query, value] or [query, value, key], as Keras's layer. "
+                             f"Received: a single {type(inputs).__name__}"
                              f"{' of shape ' + str(tuple(inputs.shape)) if hasattr(inputs, 'shape') else ''}")
         if len(inputs) not in (2, 3):
             raise ValueError(f"{name}: call it on a list of inputs of length 2 or 3, namely [query, value] "
@@ -104,7 +105,7 @@ class _BaseDenseAttention(Module):
         masks too). ``inputs`` and ``mask`` are validated as in ``call``."""
         name = type(self).__name__
         if not isinstance(inputs, (list, tuple)):
-            raise ValueError(f"{name}: must be called on a list of inputs, namely [query, value] or "
+            raise ValueError(f"{name}: the layer must be called on a list of inputs, namely [query, value] or "
                              f"[query, value, key]. Received: a single {type(inputs).__name__}")
         if len(inputs) not in (2, 3):
             raise ValueError(f"{name}: accepts inputs list of length 2 or 3. Received length: {len(inputs)}")
@@ -198,7 +199,7 @@ class Attention(_BaseDenseAttention):
 
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, dtype="float32"):
         if score_mode not in ("dot", "concat"):
-            raise ValueError(f"Attention: invalid value for argument score_mode. Expected one of "
+            raise ValueError(f"Attention: Invalid value for argument score_mode. Expected one of "
                              f"{{'dot', 'concat'}}. Received: score_mode={score_mode!r}")
         super().__init__(use_scale, dropout, dtype)
         self.score_mode = score_mode

@@ -76,7 +76,8 @@ class MultiHeadAttention(Module):
     and key; the attention axes are flattened into one sequence of Tq = ∏ query sizes and
     Tk = ∏ key sizes positions (e.g. attention_axes=(1, 2) on images (B, H, W, C): every pixel
     attends to every pixel). The scores come back as (*batch axes, H, *query attention axes,
-    *key attention axes). use_causal_mask and sliding_window need 3-D inputs (Keras fails on others).
+    *key attention axes). use_causal_mask and sliding_window need the attention over axis 1 alone
+    (3-D inputs, or attention_axes=1), as Keras builds those masks from axis 1 (it fails otherwise).
 
     Weights (``get_weights()`` order, Keras shapes):
         query/kernel (d_q, H, dk), query/bias (H, dk), key/kernel (d_k, H, dk), key/bias (H, dk),
@@ -159,22 +160,22 @@ class MultiHeadAttention(Module):
         H, kd, vd = self.num_heads, self.key_dim, self.value_dim
         out = self.output_shape or (dq,)
         ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, H, kd), dt), name="query/kernel")
+        self.query_kernel = Parameter(ki((dq, H, kd), dtype=dt), name="query/kernel")
         if self.use_bias:
-            self.query_bias = Parameter(bi((H, kd), dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, H, kd), dt), name="key/kernel")
+            self.query_bias = Parameter(bi((H, kd), dtype=dt), name="query/bias")
+        self.key_kernel = Parameter(ki((dk, H, kd), dtype=dt), name="key/kernel")
         if self.use_bias:
-            self.key_bias = Parameter(bi((H, kd), dt), name="key/bias")
+            self.key_bias = Parameter(bi((H, kd), dtype=dt), name="key/bias")
         if self.use_gate:
-            self.gate_kernel = Parameter(ki((dq, H, vd), dt), name="gate/kernel")
+            self.gate_kernel = Parameter(ki((dq, H, vd), dtype=dt), name="gate/kernel")
             if self.use_bias:
-                self.gate_bias = Parameter(bi((H, vd), dt), name="gate/bias")
-        self.value_kernel = Parameter(ki((dv, H, vd), dt), name="value/kernel")
+                self.gate_bias = Parameter(bi((H, vd), dtype=dt), name="gate/bias")
+        self.value_kernel = Parameter(ki((dv, H, vd), dtype=dt), name="value/kernel")
         if self.use_bias:
-            self.value_bias = Parameter(bi((H, vd), dt), name="value/bias")
-        self.output_kernel = Parameter(ki((H, vd) + tuple(out), dt), name="attention_output/kernel")
+            self.value_bias = Parameter(bi((H, vd), dtype=dt), name="value/bias")
+        self.output_kernel = Parameter(ki((H, vd) + tuple(out), dtype=dt), name="attention_output/kernel")
         if self.use_bias:
-            self.output_bias = Parameter(bi(tuple(out), dt), name="attention_output/bias")
+            self.output_bias = Parameter(bi(tuple(out), dtype=dt), name="attention_output/bias")
         object.__setattr__(self, "built", True)
 
     def weights(self):
@@ -216,6 +217,9 @@ class MultiHeadAttention(Module):
         query = cast_input(self, query, "query")
         value = query if same_qv else cast_input(self, value, "value")
         key = value if same_kv else cast_input(self, key, "key")
+        if value.shape[1:-1] != key.shape[1:-1]:
+            raise ValueError(f"MultiHeadAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={value.shape} and key_shape={key.shape}")
         if not self.built:
             if query.ndim < 3 or value.ndim < 3 or key.ndim < 3:
                 raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d) or have more "
@@ -347,10 +351,11 @@ class MultiHeadAttention(Module):
         if bq != bk:
             raise ValueError(f"{w}: batch/length mismatch: query {query.shape} and value {value.shape} must "
                              f"agree on the non-attention axes {batch} (attention_axes={axes})")
-        if (use_causal_mask or self.sliding_window is not None) and rank != 3:
+        if (use_causal_mask or self.sliding_window is not None) and axes != (1,):
             what = "use_causal_mask" if use_causal_mask else "sliding_window"
-            raise ValueError(f"{w}: {what} needs 3-D inputs (B, T, d) (Keras fails on other ranks), got "
-                             f"query {query.shape}")
+            raise ValueError(f"{w}: {what} needs the attention over axis 1 alone (3-D inputs (B, T, d), or "
+                             f"attention_axes=1): Keras builds its (1, T, S) mask from axis 1 and fails "
+                             f"otherwise; got query {query.shape} with attention_axes={axes}")
         if (bias is not None or rotary is not None) and (rank != 3):
             raise ValueError(f"{w}: bias= and rotary= need 3-D inputs (B, T, d), got query {query.shape}")
         training = self.training if training is None else training
