@@ -483,6 +483,7 @@ class SelfAttention(Module):
     attention_output/kernel (H, key_dim, d), attention_output/bias (d,).
     """
     last_attention = None
+    supports_masking = True          # the output carries x's Keras mask; ``mask`` defaults to it
 
     def __init__(self, num_heads, key_dim, causal=False, **mha_kwargs):
         super().__init__()

@@ -17,7 +17,9 @@ sequence are padding. ``Module.__call__(*args, **kwargs)``:
    ``mask`` becomes the first argument's Keras mask (for a list of tensors, the list of their
    masks), when it carries one. Otherwise each ``<name>_mask`` parameter of ``forward``
    (``query_mask``, ``value_mask``, ``key_mask``) left None takes the mask of the argument
-   ``<name>``. An explicit mask argument always wins.
+   ``<name>``. An explicit mask argument always wins. A layer whose mask arguments mean something
+   else (an attention mask (Tq, Tk), PyTorch's ``src_mask``, a d2l key mask) sets the class
+   attribute ``keras_mask_args`` to the tuple of arguments that may be filled (``()``: none).
 2. ``previous_mask`` = the ``mask`` argument (given or filled in), else the first argument's mask(s).
 3. *mask out*: after ``forward``, if the layer ``supports_masking``, its
    ``compute_mask(first_argument, previous_mask)`` is attached to the outputs that carry none yet
@@ -193,6 +195,7 @@ class Module:
     mask=None)``: Keras mask propagation, see the module docstring.
     """
     supports_masking = False
+    keras_mask_args = None    # None: Keras's rule for filling mask arguments; a tuple: only these
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -295,6 +298,9 @@ class Module:
         from the inputs' Keras masks (in ``kwargs``, in place); return ``previous_mask``."""
         params = _forward_params(type(self))
         named = dict(zip(params, args))
+        if self.keras_mask_args is not None:      # a layer whose mask arguments mean something else
+            params = tuple(p for p in params if p not in ("mask",) and not p.endswith("_mask")
+                           or p in self.keras_mask_args)
         if "mask" in params:
             if named.get("mask", kwargs.get("mask")) is None and "mask" not in named and args:
                 m = _masks_of(args[0])
