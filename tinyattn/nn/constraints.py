@@ -52,7 +52,7 @@ class MaxNorm(Constraint):
     def __call__(self, w):
         xp = backend.get_array_module(w)
         n = _norms(w, self.axis)
-        return w * (xp.clip(n, 0, self.max_value) / (w.dtype.type(_EPS) + n))
+        return (w * (xp.clip(n, 0, self.max_value) / (_EPS + n))).astype(w.dtype, copy=False)
 
     def get_config(self):
         return {"max_value": self.max_value, "axis": self.axis}
@@ -63,7 +63,7 @@ class NonNeg(Constraint):
 
     def __call__(self, w):
         xp = backend.get_array_module(w)
-        return xp.maximum(w, w.dtype.type(0))
+        return xp.maximum(w, 0)
 
 
 class UnitNorm(Constraint):
@@ -73,7 +73,7 @@ class UnitNorm(Constraint):
         self.axis = axis
 
     def __call__(self, w):
-        return w / (w.dtype.type(_EPS) + _norms(w, self.axis))
+        return (w / (_EPS + _norms(w, self.axis))).astype(w.dtype, copy=False)
 
     def get_config(self):
         return {"axis": self.axis}
@@ -89,7 +89,7 @@ class MinMaxNorm(Constraint):
         xp = backend.get_array_module(w)
         n = _norms(w, self.axis)
         desired = self.rate * xp.clip(n, self.min_value, self.max_value) + (1 - self.rate) * n
-        return w * (desired / (w.dtype.type(_EPS) + n)).astype(w.dtype)
+        return (w * (desired / (_EPS + n))).astype(w.dtype, copy=False)
 
     def get_config(self):
         return {"min_value": self.min_value, "max_value": self.max_value, "rate": self.rate, "axis": self.axis}

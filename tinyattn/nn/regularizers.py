@@ -13,6 +13,7 @@ their sum to the loss.
 """
 import math
 
+from .. import backend
 from ..autograd import Tensor
 from .. import functions as F
 
@@ -31,7 +32,7 @@ class Regularizer:
     """Base class: ``__call__(w)`` returns the penalty, a scalar Tensor (0 here)."""
 
     def __call__(self, x):
-        return Tensor(x.data.dtype.type(0) if isinstance(x, Tensor) else 0.0)
+        return _zero(x)
 
     def get_config(self):
         return {}
@@ -40,8 +41,10 @@ class Regularizer:
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.get_config().items())})"
 
 
-def _c(value, x):
-    return x.dtype.type(value)           # a scalar of x's dtype: float32 stays float32
+def _zero(x):
+    """A 0-d zero of x's dtype on x's device (no host scalar beside device data)."""
+    data = x.data if isinstance(x, Tensor) else x
+    return Tensor(backend.get_array_module(data).zeros((), dtype=data.dtype))
 
 
 class L1(Regularizer):
@@ -51,7 +54,7 @@ class L1(Regularizer):
         self.l1 = _factor(l1, "l1")
 
     def __call__(self, x):
-        return F.abs(x).sum() * _c(self.l1, x)
+        return F.abs(x).sum() * self.l1
 
     def get_config(self):
         return {"l1": self.l1}
@@ -64,7 +67,7 @@ class L2(Regularizer):
         self.l2 = _factor(l2, "l2")
 
     def __call__(self, x):
-        return (x * x).sum() * _c(self.l2, x)
+        return (x * x).sum() * self.l2
 
     def get_config(self):
         return {"l2": self.l2}
@@ -77,11 +80,11 @@ class L1L2(Regularizer):
         self.l1, self.l2 = _factor(l1, "l1"), _factor(l2, "l2")
 
     def __call__(self, x):
-        out = Tensor(x.data.dtype.type(0))
+        out = _zero(x)
         if self.l1:
-            out = out + F.abs(x).sum() * _c(self.l1, x)
+            out = out + F.abs(x).sum() * self.l1
         if self.l2:
-            out = out + (x * x).sum() * _c(self.l2, x)
+            out = out + (x * x).sum() * self.l2
         return out
 
     def get_config(self):
