@@ -442,3 +442,23 @@ def test_compute_mask_edge_cases_match_keras(cls, i):
             getattr(keras.layers, cls)().compute_mask(bad, mask)
         with pytest.raises(ValueError):
             (Attention() if cls == "Attention" else AdditiveAttention()).compute_mask(bad, mask)
+
+
+def test_mha_nd_keras_masks_from_embedding_match_keras():
+    """Ids (B, X, T) → Embedding(mask_zero) (B, X, T, d) with a (B, X, T) mask → MultiHeadAttention
+    over axis 2: the query/value masks are read from the inputs and combined as Keras does."""
+    keras.utils.set_random_seed(12)
+    ids = np.array([[[1, 2, 0, 0], [3, 1, 2, 0]], [[2, 0, 0, 0], [1, 1, 1, 1]], [[3, 3, 0, 0], [0, 0, 0, 0]]])
+    ke, kl = keras.layers.Embedding(4, 6, mask_zero=True), keras.layers.MultiHeadAttention(2, 3, attention_axes=2)
+    oe, ol = nn.Embedding(4, 6, mask_zero=True), MultiHeadAttention(2, 3, attention_axes=2)
+    kx = ke(ids)
+    ko, ks = kl(kx, kx, return_attention_scores=True)
+    oe.set_weights(ke.get_weights())
+    ox = oe(ids)
+    ol(ox, ox)
+    ol.set_weights(kl.get_weights())
+    oo, os_ = ol(ox, ox, return_attention_scores=True, training=False)
+    np.testing.assert_array_equal(get_keras_mask(oo), _kmask(ko))
+    valid = (ids != 0)[..., None]                  # rows with a real query (others differ in Keras's fallback)
+    np.testing.assert_allclose(oo.numpy() * valid, np.asarray(ko) * valid, **TOL)
+    np.testing.assert_allclose(os_.numpy(), np.asarray(ks), **TOL)

@@ -22,6 +22,14 @@ dtype on entry.
 (In float64 a fully masked row of ``Attention`` keeps the softmax of its unmasked scores, since
 s − 1e9 still resolves the differences — again exactly what Keras computes in float64.)
 
+Keras masks propagate (see ``tinyattn.nn.module``): called on Tensors that carry Keras masks (from
+``Embedding(mask_zero=True)``, an LSTM with ``return_sequences``, ...), ``Attention`` and
+``AdditiveAttention`` take ``mask = [query's mask, value's mask]`` unless a mask is given, and their
+output carries the query mask (``compute_mask``, Keras 3.15's definition, edge cases included);
+``MultiHeadAttention`` reads ``query_mask``/``value_mask``/``key_mask`` the same way. Inputs with
+more than one time axis work as in Keras: (B, …, T, dim) for the two dense layers (leading axes
+broadcast), ``attention_axes`` for ``MultiHeadAttention``.
+
 ``training``: Keras's call argument. Left as None it follows the module's mode (``layer.train()`` /
 ``layer.eval()``, PyTorch style; a new Module is in training mode), whereas Keras's eager default
 is inference — pass ``training=False`` (or call ``.eval()``) to match Keras outside a training loop.
