@@ -238,3 +238,12 @@ def test_layers_whose_masks_mean_something_else_are_not_filled(rng):
     a = att(x, k).numpy()
     set_keras_mask(k, IDS != 0)
     np.testing.assert_array_equal(att(x, k).numpy(), a)
+
+
+def test_global_max_pooling_ignores_the_mask_as_keras():
+    """Keras 3's GlobalMaxPooling1D does not support masking: it takes the max over every step and
+    drops the mask (Keras also warns; tinyattn does not)."""
+    h = nn.Embedding(10, 4, mask_zero=True)(IDS)
+    y = nn.GlobalMaxPooling1D()(h)
+    np.testing.assert_array_equal(y.numpy(), h.numpy().max(1))
+    assert get_keras_mask(y) is None
