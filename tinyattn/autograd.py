@@ -94,7 +94,7 @@ class Tensor:
     silently be computed from the new values.
     """
     __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
-                 "_version", "_changed", "__weakref__")
+                 "_version", "_changed", "_keras_mask", "__weakref__")   # _keras_mask: see nn.module (Keras mask propagation)
     __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
     __array_ufunc__ = None
 

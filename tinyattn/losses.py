@@ -293,6 +293,10 @@ class Loss:
         self.options = options
 
     def __call__(self, y_true, y_pred, sample_weight=None, mask=None):
+        """mask: None means ``y_pred``'s Keras mask, if it carries one (as Keras's losses: padded
+        steps of a masked sequence output do not count, the mean is over the valid entries)."""
+        if mask is None:
+            mask = getattr(y_pred, "_keras_mask", None)
         return type(self).fn(y_true, y_pred, sample_weight=sample_weight, mask=mask,
                              reduction=self.reduction, **self.options)
 
