@@ -505,6 +505,7 @@ class MultiHeadAttention(Module):
             q, = self._project(query, ["query"])
             k, = self._project(key, ["key"])
             v, = self._project(value, ["value"])
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))       # (B, T, H, n) -> (B, H, T, n)
         from .scores import scaled_dot_product_attention
         mask = combine_masks(*keeps, like=query, where=w) if keeps else None
         o, scores = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias, dropout_p=self.dropout,
