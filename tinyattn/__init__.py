@@ -1,7 +1,8 @@
 """tinyattn: every attention mechanism, on a from-scratch NumPy/CuPy autograd engine.
 
 Layers of the design (lower never imports higher):
-    backend -> autograd (Tensor, Function) -> functions -> nn (layers) -> attention -> seq2seq -> examples
+    backend -> autograd (Tensor, Function) -> functions (+ kernels: the fused speed work) -> nn (layers)
+    -> attention -> seq2seq -> examples
 """
 import numpy as np
 
@@ -108,5 +109,6 @@ def ones_like(t):
     return Tensor(backend.get_array_module(t.data).ones_like(t.data))
 
 
+from . import kernels  # noqa: E402,F401
 from . import nn, losses, optim, train, attention, viz, transformer, seq2seq  # noqa: E402  (higher layers, imported last)
 from .serialization import save, load  # noqa: E402,F401

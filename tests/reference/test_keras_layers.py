@@ -324,3 +324,47 @@ def test_pytorch_gru_weights():
     og.set_weights([zrh(p["weight_ih_l0"]).T, zrh(p["weight_hh_l0"]).T,
                     np.stack([zrh(p["bias_ih_l0"]), zrh(p["bias_hh_l0"])])])
     np.testing.assert_allclose(og(ta.tensor(x)).numpy(), want.detach().numpy(), rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# SimpleRNN (textbook only) and the textbook LSTM / GRU (fused=False) against Keras
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("return_sequences,return_state,go_backwards,masked",
+                         [(False, False, False, False), (True, True, False, True), (True, False, True, True),
+                          (False, True, True, False)])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_simple_rnn(return_sequences, return_state, go_backwards, masked, activation):
+    kw = dict(return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards,
+              activation=activation)
+    states = [_rng(18).standard_normal((B, U)).astype(np.float32)] if return_state else []
+    _rnn_compare(keras.layers.SimpleRNN(U, **kw), nn.SimpleRNN(U, **kw), _x(), mask=MASK if masked else None,
+                 states=states)
+
+
+def test_simple_rnn_bidirectional_and_cell():
+    kl = keras.layers.Bidirectional(keras.layers.SimpleRNN(U, return_sequences=True))
+    ol = nn.Bidirectional(nn.SimpleRNN(U, return_sequences=True))
+    _rnn_compare(kl, ol, _x(), mask=MASK)
+    x, h = _x()[:, 0], _rng(19).standard_normal((B, U)).astype(np.float32)
+    kc = keras.layers.SimpleRNNCell(U)
+    kc(tf.constant(x), [tf.constant(h)])
+    kc.set_weights([w + 0.2 for w in kc.get_weights()])
+    kout, _ = kc(tf.constant(x), [tf.constant(h)])
+    oc = nn.SimpleRNNCell(U)
+    oc(ta.tensor(x))
+    oc.set_weights(kc.get_weights())
+    oout, _ = oc(ta.tensor(x), [ta.tensor(h)])
+    np.testing.assert_allclose(oout.numpy(), kout.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_reset_before"])
+def test_textbook_recurrent_layers_match_keras(kind):
+    kw = dict(return_sequences=True, return_state=True)
+    if kind == "lstm":
+        kl, ol = keras.layers.LSTM(U, **kw), nn.LSTM(U, fused=False, **kw)
+        states = [_rng(20 + i).standard_normal((B, U)).astype(np.float32) for i in range(2)]
+    else:
+        kw["reset_after"] = kind == "gru"
+        kl, ol = keras.layers.GRU(U, **kw), nn.GRU(U, fused=False, **kw)
+        states = [_rng(20).standard_normal((B, U)).astype(np.float32)]
+    _rnn_compare(kl, ol, _x(), mask=MASK, states=states)

@@ -1,11 +1,22 @@
 """Recurrent layers with Keras's names, arguments and weight layouts: LSTMCell, LSTM, GRUCell, GRU,
-Bidirectional.
+SimpleRNNCell, SimpleRNN, Bidirectional.
+
+Two implementations of every LSTM / GRU step, chosen by ``fused`` (a constructor argument):
+
+* ``fused=False`` — the TEXTBOOK form: :func:`lstm_step`, :func:`gru_step`, :func:`simple_rnn_step`
+  below, the paper's equations written with plain differentiable ops (matmul, sigmoid, tanh, ⊙) and a
+  Python loop over time; autograd derives the backward (BPTT) and double backward works. Read these
+  to learn the cells.
+* ``fused=True`` (the default for LSTM / GRU) — the fast kernels of :mod:`tinyattn.kernels.rnn`: one
+  graph node for the whole sequence, a hand-written backward, pre-scaled weights, pooled buffers.
+  They are tested equal to the textbook form (outputs and gradients, float64, masks, initial states,
+  go_backwards: tests/test_kernels.py). SimpleRNN is textbook only.
 
 Shapes: B batch, T time steps, d input features, u units. Inputs are batch-major (B, T, d) like
 Keras; internally the sequence runs time-major:
 
     x (B, T, d) ──transpose──▶ (T, B, d) ──one matmul: x·K + b──▶ xk (T, B, n·u)
-        ──fused loop (tinyattn.functions.rnn)──▶ out (T, B, u), final states (B, u)
+        ──fused loop (tinyattn.kernels.rnn)──▶ out (T, B, u), final states (B, u)
 
 so the whole sequence costs one big input matmul, T small recurrent matmuls, and a single graph node
 for the loop (see ``LSTMSequenceFn`` for the math and the backward pass).
@@ -23,17 +34,118 @@ from .. import backend
 from ..autograd import Tensor
 from .. import functions as F
 from ..functions.masks import as_mask
-from ..functions.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
+from ..kernels.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
 from . import init, regularizers, constraints
+from .layers import get_activation
 from .module import Module, Parameter, cast_input
 
-__all__ = ["LSTMCell", "LSTM", "GRUCell", "GRU", "Bidirectional"]
+__all__ = ["LSTMCell", "LSTM", "GRUCell", "GRU", "SimpleRNNCell", "SimpleRNN", "Bidirectional",
+           "lstm_step", "gru_step", "simple_rnn_step"]
 
 
-def _check_activations(name, activation, recurrent_activation):
+def _check_activations(name, activation, recurrent_activation, fused=True):
+    if not fused:
+        get_activation(activation or "tanh", name)
+        get_activation(recurrent_activation or "sigmoid", name, "recurrent_activation")
+        return
     if activation not in ("tanh", None) or recurrent_activation not in ("sigmoid", None):
         raise ValueError(f"{name}: only activation='tanh' and recurrent_activation='sigmoid' are "
-                         f"implemented (the fused cell), got {activation!r} and {recurrent_activation!r}")
+                         f"implemented by the fused kernel, got {activation!r} and {recurrent_activation!r}; "
+                         f"pass fused=False for the textbook cell, which takes any activation")
+
+
+# ------------------------------------------------------------------------------------------------
+# The textbook cells: the equations, on plain differentiable ops (autograd does the backward)
+# ------------------------------------------------------------------------------------------------
+def lstm_step(x, h, c, K, R, b=None, activation=F.tanh, recurrent_activation=F.sigmoid):
+    """One LSTM step, as in Hochreiter & Schmidhuber 1997 / Gers et al. 2000 (Keras's gate order i, f, c, o).
+
+        z = x·K + h·R + b                        (B, 4u)   K (d, 4u), R (u, 4u), b (4u,)
+        i = σ(z[:, 0:u])                         input gate
+        f = σ(z[:, u:2u])                        forget gate
+        g = tanh(z[:, 2u:3u])                    candidate cell ("c" block in Keras)
+        o = σ(z[:, 3u:4u])                       output gate
+        c' = f⊙c + i⊙g,    h' = o⊙tanh(c')       (B, u) each
+    x (B, d), h, c (B, u). Returns (h', c'). σ and tanh are ``recurrent_activation`` / ``activation``.
+    """
+    u = h.shape[-1]
+    z = x @ K + h @ R
+    if b is not None:
+        z = z + b
+    i = recurrent_activation(z[:, 0:u])
+    f = recurrent_activation(z[:, u:2 * u])
+    g = activation(z[:, 2 * u:3 * u])
+    o = recurrent_activation(z[:, 3 * u:4 * u])
+    c_new = f * c + i * g
+    h_new = o * activation(c_new)
+    return h_new, c_new
+
+
+def gru_step(x, h, K, R, b=None, reset_after=True, activation=F.tanh, recurrent_activation=F.sigmoid):
+    """One GRU step, Cho et al. 2014 (Keras's gate order z, r, h; ``reset_after`` both ways).
+
+        K (d, 3u), R (u, 3u);  b (2, 3u) with reset_after (row 0 input bias b⁰, row 1 recurrent b¹), else (3u,)
+        reset_after (Keras's default, cuDNN's):
+            xk = x·K + b⁰,  rk = h·R + b¹                                    (B, 3u)
+            z = σ(xk_z + rk_z),  r = σ(xk_r + rk_r),  ĥ = tanh(xk_h + r⊙rk_h)
+        reset before (the paper's original):
+            z = σ(x·K_z + h·R_z + b_z),  r = σ(x·K_r + h·R_r + b_r),  ĥ = tanh(x·K_h + (r⊙h)·R_h + b_h)
+        h' = z⊙h + (1 − z)⊙ĥ                                                  (B, u)
+    x (B, d), h (B, u). Returns h'.
+    """
+    u = h.shape[-1]
+    b_in = b_rec = None
+    if b is not None:
+        b_in, b_rec = (b[0], b[1]) if reset_after else (b, None)
+    xk = x @ K
+    if b_in is not None:
+        xk = xk + b_in
+    if reset_after:
+        rk = h @ R
+        if b_rec is not None:
+            rk = rk + b_rec
+        z = recurrent_activation(xk[:, 0:u] + rk[:, 0:u])
+        r = recurrent_activation(xk[:, u:2 * u] + rk[:, u:2 * u])
+        hh = activation(xk[:, 2 * u:] + r * rk[:, 2 * u:])
+    else:
+        z = recurrent_activation(xk[:, 0:u] + h @ R[:, 0:u])
+        r = recurrent_activation(xk[:, u:2 * u] + h @ R[:, u:2 * u])
+        hh = activation(xk[:, 2 * u:] + (r * h) @ R[:, 2 * u:])
+    return z * h + (1 - z) * hh
+
+
+def simple_rnn_step(x, h, K, R, b=None, activation=F.tanh):
+    """One Elman / Keras ``SimpleRNN`` step:  h' = act(x·K + h·R + b),  K (d, u), R (u, u), b (u,);
+    x (B, d), h (B, u) -> h' (B, u)."""
+    z = x @ K + h @ R
+    if b is not None:
+        z = z + b
+    return activation(z)
+
+
+def _textbook_sequence(step, xt, states, mask_t, zero_output):
+    """Run ``step(x_t, *states) -> new states`` (the first is the output h) over time-major xt (T, B, d).
+
+    Keras 3's mask rule, written out: with m (B, 1) the step's mask,
+        states_t = where(m, new, states_{t−1}),   out_t = where(m, h_new, out_{t−1})  (out_{−1} = 0)
+    or out_t = where(m, h_new, 0) with ``zero_output``. Returns (out (T, B, u), final states).
+    """
+    outs = []
+    prev = None
+    for t in range(xt.shape[0]):
+        new = step(xt[t], *states)
+        new = list(new) if isinstance(new, (list, tuple)) else [new]
+        if mask_t is None:
+            out = new[0]
+            states = new
+        else:
+            keep = mask_t[t][:, None]                          # (B, 1), True = a real step
+            zero = new[0] * 0.0
+            out = F.where(keep, new[0], zero if (prev is None or zero_output) else prev)
+            states = [F.where(keep, n, s) for n, s in zip(new, states)]
+        outs.append(out)
+        prev = out
+    return F.stack(outs, axis=0), states
 
 
 def _check_units(name, units):
@@ -62,6 +174,12 @@ class _Cell(Module):
         self.recurrent_initializer = recurrent_initializer
         self.bias_initializer = bias_initializer
         self.dtype = np.dtype(dtype)
+
+    def _set_activations(self, fused, activation, recurrent_activation):
+        self.fused = bool(fused)
+        self._act = get_activation(activation or "tanh", type(self).__name__)
+        self._rec_act = get_activation(recurrent_activation or "sigmoid", type(self).__name__,
+                                       "recurrent_activation")
 
     def _maybe_build(self, input_dim):
         if input_dim is not None:
@@ -112,15 +230,19 @@ class LSTMCell(_Cell):
 
     Call: ``cell(x, states=[h, c])`` with x (B, d), h and c (B, u) (zeros when None) returns
     ``(h', [h', c'])`` like Keras. ``unit_forget_bias=True`` starts the f block of the bias at 1.
+    ``fused=False``: the textbook step :func:`lstm_step` (plain ops; any ``activation`` /
+    ``recurrent_activation``); ``fused=True`` (default): the kernel ``tinyattn.kernels.LSTMCellFn``.
     """
     n_gates = 4
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", unit_forget_bias=True, input_dim=None, dtype="float32"):
-        _check_activations("LSTMCell", activation, recurrent_activation)
+                 bias_initializer="zeros", unit_forget_bias=True, input_dim=None, dtype="float32",
+                 fused=True):
+        _check_activations("LSTMCell", activation, recurrent_activation, fused)
         super().__init__(units, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
                          input_dim, dtype)
+        self._set_activations(fused, activation, recurrent_activation)
         self.unit_forget_bias = unit_forget_bias
         self._maybe_build(input_dim)
 
@@ -136,11 +258,19 @@ class LSTMCell(_Cell):
         h, c = (None, None) if states is None else states
         h, c = cast_input(self, h, "states"), cast_input(self, c, "states")
         h, c = self._state(h, x, x.shape[0], "h"), self._state(c, x, x.shape[0], "c")
+        if not self.fused:
+            h, c = self.step(x, h, c)
+            return h, [h, c]
         xk = x @ self.kernel
         if self.use_bias:
             xk = xk + self.bias
         h, c = LSTMCellFn()(xk, h, c, self.recurrent_kernel)
         return h, [h, c]
+
+    def step(self, x, h, c):
+        """The textbook step (:func:`lstm_step`) with this cell's weights: (h', c')."""
+        return lstm_step(x, h, c, self.kernel, self.recurrent_kernel, self.bias if self.use_bias else None,
+                         self._act, self._rec_act)
 
 
 class GRUCell(_Cell):
@@ -152,15 +282,17 @@ class GRUCell(_Cell):
         h' = z⊙h + (1 − z)⊙ĥ
 
     Call: ``cell(x, states=h)`` (or ``[h]``), x (B, d), h (B, u) → ``(h', [h'])``.
+    ``fused=False``: the textbook step :func:`gru_step`; ``fused=True`` (default): ``tinyattn.kernels.GRUCellFn``.
     """
     n_gates = 3
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", reset_after=True, input_dim=None, dtype="float32"):
-        _check_activations("GRUCell", activation, recurrent_activation)
+                 bias_initializer="zeros", reset_after=True, input_dim=None, dtype="float32", fused=True):
+        _check_activations("GRUCell", activation, recurrent_activation, fused)
         super().__init__(units, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
                          input_dim, dtype)
+        self._set_activations(fused, activation, recurrent_activation)
         self.reset_after = reset_after
         self._maybe_build(input_dim)
 
@@ -181,6 +313,9 @@ class GRUCell(_Cell):
         h = states[0] if isinstance(states, (list, tuple)) else states
         h = cast_input(self, h, "states")
         h = self._state(h, x, x.shape[0], "h")
+        if not self.fused:
+            h = self.step(x, h)
+            return h, [h]
         b_in, b_rec = self._split_bias()
         xk = x @ self.kernel
         if b_in is not None:
@@ -188,6 +323,45 @@ class GRUCell(_Cell):
         args = (xk, h, self.recurrent_kernel) + ((b_rec,) if b_rec is not None else ())
         h = GRUCellFn(self.reset_after)(*args)
         return h, [h]
+
+    def step(self, x, h):
+        """The textbook step (:func:`gru_step`) with this cell's weights: h'."""
+        return gru_step(x, h, self.kernel, self.recurrent_kernel, self.bias if self.use_bias else None,
+                        self.reset_after, self._act, self._rec_act)
+
+
+class SimpleRNNCell(_Cell):
+    """One Elman RNN step (Keras ``SimpleRNNCell``), textbook only (:func:`simple_rnn_step`):
+
+        h' = act(x·K + h·R + b)       ``kernel`` K (d, u), ``recurrent_kernel`` R (u, u), ``bias`` b (u,)
+
+    Call: ``cell(x, states=h)`` (or ``[h]``), x (B, d), h (B, u) (zeros when None) → ``(h', [h'])``.
+    """
+    n_gates = 1
+
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", input_dim=None,
+                 dtype="float32", fused=False):
+        if fused:
+            raise ValueError("SimpleRNNCell: there is no fused kernel for the simple RNN; it is textbook "
+                             "only (fused=False)")
+        super().__init__(units, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
+                         input_dim, dtype)
+        self._set_activations(False, activation if activation is not None else "linear", None)
+        self._maybe_build(input_dim)
+
+    def forward(self, x, states=None, training=False):
+        x = cast_input(self, x)
+        self._check_input(x, 2)
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        h = self._state(cast_input(self, h, "states"), x, x.shape[0], "h")
+        h = self.step(x, h)
+        return h, [h]
+
+    def step(self, x, h):
+        """The textbook step (:func:`simple_rnn_step`) with this cell's weights: h'."""
+        return simple_rnn_step(x, h, self.kernel, self.recurrent_kernel, self.bias if self.use_bias else None,
+                               self._act)
 
 
 class _RNN(Module):
@@ -206,7 +380,7 @@ class _RNN(Module):
         self.zero_output_for_mask = zero_output_for_mask
         self.dtype = cell.dtype
         object.__setattr__(self, "_config", config)
-        from ..functions.rnn import register_user
+        from ..kernels.rnn import register_user
         register_user(self)               # the shared LSTM/GRU buffer pool is emptied when the last layer goes
 
     supports_masking = True
@@ -285,6 +459,9 @@ class LSTM(_RNN):
     (B, T, u) with ``return_sequences``; with ``return_state`` the list [output, h_T, c_T].
     Masked steps keep the state; their output repeats the previous output (zeros before the first
     real step), or is zero with ``zero_output_for_mask``.
+    ``fused=True`` (default): one kernel node (``tinyattn.kernels.LSTMSequenceFn``); ``fused=False``: the
+    textbook loop of :func:`lstm_step` over time (autograd does BPTT; double backward works; any
+    activations). The two are tested equal.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
@@ -293,23 +470,26 @@ class LSTM(_RNN):
                  return_state=False, go_backwards=False, zero_output_for_mask=False, dtype="float32",
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None):
+                 bias_constraint=None, fused=True):
         _check_units("LSTM", units)
-        _check_activations("LSTM", activation, recurrent_activation)
+        _check_activations("LSTM", activation, recurrent_activation, fused)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
                    unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
                    recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
                    activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint)
+                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint, fused=fused)
         cell = LSTMCell(units, activation, recurrent_activation, use_bias, kernel_initializer,
-                        recurrent_initializer, bias_initializer, unit_forget_bias, dtype=dtype)
+                        recurrent_initializer, bias_initializer, unit_forget_bias, dtype=dtype, fused=fused)
         super().__init__(cell, return_sequences, return_state, go_backwards, zero_output_for_mask, cfg)
 
     def forward(self, x, mask=None, initial_state=None, training=False):
         xt, mask_t, (h0, c0) = self._prepare(x, mask, initial_state, 2)
         cell = self.cell
+        if not cell.fused:                                   # the textbook loop: lstm_step per time step
+            out, (h, c) = _textbook_sequence(cell.step, xt, [h0, c0], mask_t, self.zero_output_for_mask)
+            return self._finish(out, [h, c])
         args = (xt, h0, c0, cell.kernel, cell.recurrent_kernel) + ((cell.bias,) if cell.use_bias else ())
         out, h, c = LSTMSequenceFn(mask_t, self.zero_output_for_mask)(*args)
         return self._finish(out, [h, c])
@@ -326,6 +506,8 @@ class GRU(_RNN):
 
     Call: ``layer(x, mask=None, initial_state=None, training=False)``, x (B, T, d), mask (B, T),
     initial_state h0 (B, u) (or [h0]). Returns (B, u) or (B, T, u); with ``return_state`` [output, h_T].
+    ``fused=True`` (default): one kernel node (``tinyattn.kernels.GRUSequenceFn``); ``fused=False``: the
+    textbook loop of :func:`gru_step` (tested equal).
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
@@ -334,26 +516,61 @@ class GRU(_RNN):
                  go_backwards=False, reset_after=True, zero_output_for_mask=False, dtype="float32",
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None):
+                 bias_constraint=None, fused=True):
         _check_units("GRU", units)
-        _check_activations("GRU", activation, recurrent_activation)
+        _check_activations("GRU", activation, recurrent_activation, fused)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
                    reset_after=reset_after, kernel_regularizer=kernel_regularizer,
                    recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
                    activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint)
+                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint, fused=fused)
         cell = GRUCell(units, activation, recurrent_activation, use_bias, kernel_initializer,
-                       recurrent_initializer, bias_initializer, reset_after, dtype=dtype)
+                       recurrent_initializer, bias_initializer, reset_after, dtype=dtype, fused=fused)
         super().__init__(cell, return_sequences, return_state, go_backwards, zero_output_for_mask, cfg)
         self.reset_after = reset_after
 
     def forward(self, x, mask=None, initial_state=None, training=False):
         xt, mask_t, (h0,) = self._prepare(x, mask, initial_state, 1)
         cell = self.cell
+        if not cell.fused:                                   # the textbook loop: gru_step per time step
+            out, (h,) = _textbook_sequence(cell.step, xt, [h0], mask_t, self.zero_output_for_mask)
+            return self._finish(out, [h])
         args = (xt, h0, cell.kernel, cell.recurrent_kernel) + ((cell.bias,) if cell.use_bias else ())
         out, h = GRUSequenceFn(self.reset_after, mask_t, self.zero_output_for_mask)(*args)
+        return self._finish(out, [h])
+
+
+class SimpleRNN(_RNN):
+    """Fully-connected (Elman) RNN over a sequence (Keras ``SimpleRNN``), textbook only:
+
+        hₜ = act(xₜ·K + hₜ₋₁·R + b)           K (d, u) glorot-uniform, R (u, u) orthogonal, b (u,) zeros
+
+    Weights (``get_weights()``, Keras's order): ``kernel``, ``recurrent_kernel``, ``bias``. Call:
+    ``layer(x, mask=None, initial_state=None, training=False)``, x (B, T, d), mask (B, T), initial_state
+    h0 (B, u) (or [h0]). Returns (B, u) or (B, T, u) (``return_sequences``); with ``return_state``
+    [output, h_T]. Masks, ``go_backwards`` and ``zero_output_for_mask`` as in LSTM / GRU.
+    ``fused`` must stay False (there is no kernel: the loop of :func:`simple_rnn_step` is all there is).
+    """
+
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", return_sequences=False,
+                 return_state=False, go_backwards=False, zero_output_for_mask=False, dtype="float32",
+                 fused=False):
+        _check_units("SimpleRNN", units)
+        if fused:
+            raise ValueError("SimpleRNN: there is no fused kernel for the simple RNN; it is textbook only "
+                             "(fused=False)")
+        cfg = dict(units=units, activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                   recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer)
+        cell = SimpleRNNCell(units, activation, use_bias, kernel_initializer, recurrent_initializer,
+                             bias_initializer, dtype=dtype)
+        super().__init__(cell, return_sequences, return_state, go_backwards, zero_output_for_mask, cfg)
+
+    def forward(self, x, mask=None, initial_state=None, training=False):
+        xt, mask_t, (h0,) = self._prepare(x, mask, initial_state, 1)
+        out, (h,) = _textbook_sequence(self.cell.step, xt, [h0], mask_t, self.zero_output_for_mask)
         return self._finish(out, [h])
 
 
@@ -375,7 +592,7 @@ class Bidirectional(Module):
             raise ValueError(f"Bidirectional: merge_mode must be 'concat', 'sum', 'ave', 'mul' or None, "
                              f"got {merge_mode!r}")
         if not isinstance(layer, _RNN):
-            raise TypeError(f"Bidirectional: expected an LSTM or GRU layer, got {type(layer).__name__}")
+            raise TypeError(f"Bidirectional: expected an LSTM, GRU or SimpleRNN layer, got {type(layer).__name__}")
         if backward_layer is None:
             cfg = layer.get_config()
             cfg["go_backwards"] = not layer.go_backwards
