@@ -140,11 +140,14 @@ def ascii_bars(vector, labels=None, title=None, width=40):
     return "\n".join(lines)
 
 
-def plot_attention(weights, x_labels=None, y_labels=None, path=None, title=None, cmap="viridis"):
+def plot_attention(weights, x_labels=None, y_labels=None, path=None, title=None, cmap="viridis",
+                   xlabel="keys", ylabel="queries", colorbar_label="attention weight"):
     """Heatmap of attention weights ``weights`` (Tq, Tk): rows = queries, columns = keys.
 
     weights: array/Tensor (Tq, Tk), or (1, Tq, Tk) / (1, 1, Tq, Tk) (leading 1-axes are dropped);
-    a 1-D (Tk,) vector is drawn as one row. x_labels: Tk key labels; y_labels: Tq query labels.
+    a 1-D (Tk,) vector is drawn as one row. x_labels: Tk key labels; y_labels: Tq query labels;
+    xlabel / ylabel: the axis names (e.g. "source character", "output token"); colorbar_label: the
+    colour bar's name.
     With matplotlib and ``path``: saves a PNG there and returns ``path``. Without matplotlib, or
     with neither ``path`` nor a display: prints the text heatmap (:func:`ascii_heatmap`) and returns it.
     """
@@ -160,18 +163,19 @@ def plot_attention(weights, x_labels=None, y_labels=None, path=None, title=None,
     if path is None:                             # interactive: let pyplot own the figure
         import matplotlib.pyplot as plt
         fig = plt.figure(figsize=(1.2 + 0.45 * tk, 1.0 + 0.45 * tq))
-        _draw_heatmap(fig, w, xl, yl, title, cmap)
+        _draw_heatmap(fig, w, xl, yl, title, cmap, xlabel, ylabel, colorbar_label)
         plt.show()
         return None
     Figure, Canvas = mpl
     fig = Figure(figsize=(max(3.5, 1.6 + 0.5 * tk), max(2.5, 1.3 + 0.45 * tq)))
     Canvas(fig)
-    _draw_heatmap(fig, w, xl, yl, title, cmap)
+    _draw_heatmap(fig, w, xl, yl, title, cmap, xlabel, ylabel, colorbar_label)
     fig.savefig(path, dpi=110)
     return str(path)
 
 
-def _draw_heatmap(fig, w, xl, yl, title, cmap):
+def _draw_heatmap(fig, w, xl, yl, title, cmap, xlabel="keys", ylabel="queries",
+                  colorbar_label="attention weight"):
     tq, tk = w.shape
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(w, cmap=cmap, aspect="auto", vmin=min(0.0, float(w.min())))
@@ -179,15 +183,17 @@ def _draw_heatmap(fig, w, xl, yl, title, cmap):
     ax.set_xticklabels(xl, rotation=90 if max(len(s) for s in xl) > 3 else 0)
     ax.set_yticks(range(tq))
     ax.set_yticklabels(yl)
-    ax.set_xlabel("keys")
-    ax.set_ylabel("queries")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if tq * tk <= 144:                           # small maps: write the numbers in the cells
         mid = (float(w.min()) + float(w.max())) / 2
         for i in range(tq):
             for j in range(tk):
                 ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="black" if w[i, j] > mid else "white")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if colorbar_label:
+        cbar.set_label(colorbar_label)
     if title:
         ax.set_title(title)
     fig.tight_layout()
