@@ -1,4 +1,4 @@
-"""The package reads in layers: backend -> autograd -> functions -> nn -> training -> attention.
+"""The package reads in layers: backend -> autograd -> functions -> nn -> training -> attention -> seq2seq.
 No module may import (at module level) one from a higher layer, and nothing imports TF/PyTorch."""
 import ast
 import pathlib
@@ -16,6 +16,7 @@ RANK = {
     "losses": 4, "optim": 4, "train": 4, "serialization": 4,
     "attention": 5,
     "viz": 5,
+    "seq2seq": 6,
 }
 
 

@@ -1,7 +1,7 @@
 """tinyattn: every attention mechanism, on a from-scratch NumPy/CuPy autograd engine.
 
 Layers of the design (lower never imports higher):
-    backend -> autograd (Tensor, Function) -> functions -> nn (layers) -> attention -> examples
+    backend -> autograd (Tensor, Function) -> functions -> nn (layers) -> attention -> seq2seq -> examples
 """
 import numpy as np
 
@@ -61,5 +61,5 @@ def ones_like(t):
     return Tensor(backend.get_array_module(t.data).ones_like(t.data))
 
 
-from . import nn, losses, optim, train, attention, viz  # noqa: E402  (higher layers, imported last)
+from . import nn, losses, optim, train, attention, viz, seq2seq  # noqa: E402  (higher layers, imported last)
 from .serialization import save, load  # noqa: E402,F401
