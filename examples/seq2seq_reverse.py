@@ -123,7 +123,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ta.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     src, tgt_in, tgt_out, _ = make_data(args.train, args.min_len, args.max_len, args.task, rng)
@@ -137,22 +137,27 @@ def main(argv=None):
           f"{sum(p.size for p in model.parameters())} parameters")
     fit(model, model.loss_fn, Adam(model.parameters(), lr=args.lr), (src, tgt_in), tgt_out,
         epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose, clipnorm=1.0)
-    t_train = time.perf_counter() - t0
+    t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     res = greedy_decode(model, tsrc, max_len=args.max_len + 1)
-    pred = ta.backend.as_numpy(res.tokens)
-    align = ta.backend.as_numpy(res.alignments)
+    L = args.max_len + 1                                 # decoding stops when every row has ended:
+    pred = np.full((len(tsrc), L), PAD, np.int64)        # pad the results back to the full length
+    pred[:, :res.tokens.shape[1]] = ta.backend.as_numpy(res.tokens)
+    align = np.zeros((len(tsrc), L, tsrc.shape[1]))
+    align[:, :res.alignments.shape[1]] = ta.backend.as_numpy(res.alignments)
     acc = token_accuracy(pred, ttgt_out)
     exact = float(np.mean([np.array_equal(pred[i, :n + 1], ttgt_out[i, :n + 1])
                            for i, n in enumerate(tlen)]))
+    name = lambda k: "<eos>" if k == EOS else "<pad>" if k == PAD else str(k - OFFSET)   # noqa: E731
     for i in range(3):
         n = tlen[i]
-        print(f"  {tsrc[i, :n] - OFFSET} -> {pred[i, :n] - OFFSET}")
-    print(f"trained in {t_train:.1f}s; held-out token accuracy {acc:.4f}, exact match {exact:.4f}")
+        print(f"  {tsrc[i, :n] - OFFSET} -> {' '.join(name(k) for k in pred[i, :int(res.lengths[i])])}")
+    print(f"trained in {t_train:.1f}s wall, {c_train:.1f}s of CPU (load average {load:.2f}); held-out token accuracy {acc:.4f}, exact match {exact:.4f}")
 
-    n = int(tlen[0])
-    out = plot_attention(align[0, :n + 1, :n], x_labels=[str(d - OFFSET) for d in tsrc[0, :n]],
-                         y_labels=[str(d - OFFSET) for d in pred[0, :n]] + ["<eos>"],
+    n, m = int(tlen[0]), int(res.lengths[0])             # source length, output length (with EOS)
+    out = plot_attention(align[0, :m, :n], x_labels=[name(d) for d in tsrc[0, :n]],
+                         y_labels=[name(d) for d in pred[0, :m]],
                          path=args.plot or None, xlabel="source digit", ylabel="output digit",
                          colorbar_label="attention weight",
                          title=f"{args.task}: attention of a held-out example")
