@@ -139,7 +139,7 @@ def sample(model, src, max_len, temperature=1.0, top_k=None, seed=None):
 
     def choose(z, t):
         xp = backend.get_array_module(z)
-        z = z / z.dtype.type(temperature)
+        z = z / float(temperature)
         V = z.shape[-1]
         if top_k is not None and top_k < V:
             kth = -xp.partition(-z, top_k - 1, axis=-1)[:, top_k - 1:top_k]     # k-th largest (B, 1)
@@ -223,7 +223,7 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
             rank = xp.arange(n_c)[None, :]
             finish = is_eos & xp.isfinite(c_score) & (rank < K) & ~done[:, None]
             if bool(finish.any()):
-                merge(xp.where(finish, c_score / dtype.type(lp(t + 1, alpha)), -np.inf), c_seq, c_lps, c_ali, t + 1)
+                merge(xp.where(finish, c_score / lp(t + 1, alpha), -np.inf), c_seq, c_lps, c_ali, t + 1)
                 n_fin = n_fin + finish.sum(axis=1)
                 done = done | (n_fin >= K)
             # the K best candidates that do not end in EOS stay alive
@@ -238,7 +238,7 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
         else:   # max_len reached: unfinished sentences also score their alive (truncated) hypotheses
             live = xp.isfinite(score) & ~done[:, None]
             if bool(live.any()):
-                merge(xp.where(live, score / dtype.type(lp(max_len, alpha)), -np.inf), seqs, lps, alis, max_len)
+                merge(xp.where(live, score / lp(max_len, alpha), -np.inf), seqs, lps, alis, max_len)
         best = fin_score.argmax(axis=1)[:, None]                        # (B, 1)
         pick = lambda a: a[rows, best][:, 0]                            # noqa: E731
         L = int(pick(fin_len).max())

@@ -11,8 +11,8 @@ Memory h_i (B, S, D) (``attention_states``), decoder state d_t, num_heads heads 
                         a   = softmax(u)           (here masked: padding gets zero weight)
                         read_a = Σ_i a_i h_i       (B, D)
     reads₀ = attention(initial state) with ``initial_state_attention``, else zeros
-    step t, input token y (with ``feed_previous`` and t > 0: y = argmax of the previous logits,
-                           TF's ``loop_function``):
+    step t, input token y (in ``forward`` with ``feed_previous`` and t > 0: y = argmax of the
+                           previous logits, TF's ``loop_function``):
         x      = W_in [embed(y); read_1; …; read_H] + b_in         (B, E)  "linear([inp] + attns)"
         out, d = cell(x, d)
         reads  = attention(d)
@@ -49,7 +49,8 @@ class AttentionDecoder(BaseDecoder):
     ``W_in`` Dense (E + H·D, E); ``cells`` (E → u); with output_projection ``W_o`` Dense (u + H·D, u)
     and ``proj`` Dense (u, V); without, ``W_w`` Dense (u, V) and ``W_o`` Dense (V + H·D, V).
 
-    step: token (B,) → logits (B, V), state, weights (B, S) (one head) or (B, H, S).
+    step: token (B,) → logits (B, V), state, weights (B, S) (one head) or (B, H, S); the step reads the
+    token it is given (greedy / beam / sampling choose it), whatever ``feed_previous`` says.
     forward: tgt_in (B, T) → (B, T, V), (B, T, S) or (B, T, H, S). With ``feed_previous`` only
     tgt_in[:, 0] (the GO token) is read; later inputs are the argmax of the previous logits.
     """
@@ -110,54 +111,43 @@ class AttentionDecoder(BaseDecoder):
         return {"hidden": [self.W1[a](mem.states) for a in range(self.num_heads)]}   # W1_a h_i, once
 
     def init_feed(self, state, mem):
-        """(reads₀, previous logits = None)."""
+        """reads₀: attention(initial state) with ``initial_state_attention``, else zeros."""
         if self.initial_state_attention:
-            reads, _ = self.attention(state.layers, state, mem)
-        else:
-            xp = backend.get_array_module(mem.states.data)
-            zero = Tensor(xp.zeros((mem.states.shape[0], self.memory_dim), dtype=mem.states.dtype))
-            reads = [zero] * self.num_heads
-        return (reads, None)
+            return self.attention(state.layers, state, mem)[0]
+        xp = backend.get_array_module(mem.states.data)
+        zero = Tensor(xp.zeros((mem.states.shape[0], self.memory_dim), dtype=mem.states.dtype))
+        return [zero] * self.num_heads
 
     def output(self, features):
         return self.proj(features) if self.output_projection else features
 
     def advance(self, x, state, mem):
-        reads, _ = state.feed
-        inp = self.W_in(F.concat([x] + list(reads), axis=-1))                  # linear([inp] + attns)
+        inp = self.W_in(F.concat([x] + list(state.feed), axis=-1))             # linear([inp] + attns)
         out, layers = run_cells(self.cells, inp, state.layers)
         reads, weights = self.attention(layers, state, mem)
         if not self.output_projection:
             out = self.W_w(out)                                                 # OutputProjectionWrapper
         output = self.W_o(F.concat([out] + reads, axis=-1))                     # AttnOutputProjection
-        new = type(state)(layers, (reads, None), state.t + 1, state.cache)
+        new = type(state)(layers, reads, state.t + 1, state.cache)
         w = weights[0] if self.num_heads == 1 else F.stack(weights, axis=1)     # (B, S) or (B, H, S)
         return output, new, w
 
-    def step(self, token, state, mem):
-        """As :meth:`BaseDecoder.step`; with ``feed_previous`` the token after the first step is the
-        argmax of the previous step's logits (``loop_function``), whatever ``token`` says."""
-        prev = state.feed[1]
-        if self.feed_previous and prev is not None:
-            xp = backend.get_array_module(prev.data)
-            token = xp.argmax(prev.data, axis=-1)
-        features, state, weights = self.advance(self.embed(token, mem), state, mem)
-        logits = self.output(features)
-        if self.feed_previous:
-            state.feed = (state.feed[0], logits)
-        return logits, state, weights
-
     def forward(self, tgt_in, mem):
+        """Teacher forcing, as :meth:`BaseDecoder.forward`; with ``feed_previous`` (TF's
+        ``loop_function``) only tgt_in[:, 0] (the GO token) is read, and every later input is the argmax
+        of the previous step's logits (no gradient flows through the argmax)."""
         if not self.feed_previous:
             return super().forward(tgt_in, mem)
         self.check_memory(mem)
         ids = ids_array(tgt_in, self.embedding.embeddings.data, "AttentionDecoder", "tgt_in")
         if ids.ndim != 2:
             raise ValueError(f"AttentionDecoder: tgt_in must be (B, T) ids, got shape {tuple(ids.shape)}")
+        xp = backend.get_array_module(ids)
         state = self.init_state(mem)
-        logits, weights = [], []
+        token, logits, weights = ids[:, 0], [], []
         for t in range(ids.shape[1]):
-            lg, state, w = self.step(ids[:, t], state, mem)
+            lg, state, w = self.step(token, state, mem)
             logits.append(lg)
             weights.append(w)
+            token = xp.argmax(lg.data, axis=-1)                                 # loop_function
         return F.stack(logits, axis=1), F.stack(weights, axis=1)
