@@ -20,6 +20,7 @@
 
 # %%
 import argparse
+import collections
 import datetime
 import os
 import re
@@ -254,6 +255,26 @@ def field_alignment(alignments, spans, tolerance=0):
     return ok, top
 
 
+def alignment_misses(examples, top, ok):
+    """Counter of (field, "token k of the field -> <where its argmax went>") over the examples whose
+    field is misaligned: 'next field', 'previous character', a separator, …"""
+    misses = collections.Counter()
+    for i, (s, t, spans) in enumerate(examples):
+        for field, (t0, t1) in OUTPUT_FIELDS.items():
+            if ok[field][i]:
+                continue
+            a, b = spans[field]
+            for k, pos in enumerate(top[i, t0:t1]):
+                if a <= pos < b:
+                    continue
+                other = [f for f, (c, d) in spans.items() if c <= pos < d]
+                where = (f"inside the {other[0]}" if other else
+                         f"{b - 1 - pos if pos < a else pos - b + 1} char(s) "
+                         f"{'before' if pos < a else 'after'} it, {s[pos]!r}" if pos < len(s) else "padding")
+                misses[(field, f"token {k} -> {where}")] += 1
+    return misses
+
+
 # %% [markdown]
 # ## 4. The model
 #
@@ -427,11 +448,16 @@ def main(argv=None):
         print(f"  miss: {s!r} -> {p!r}, want {t!r}")
     print(f"held-out exact match: {exact:.4f} ({len(test) - len(wrong)}/{len(test)})")
 
-    ok, _ = field_alignment(alis, [sp for _, _, sp in test], args.tolerance)
+    ok, top = field_alignment(alis, [sp for _, _, sp in test], args.tolerance)
     for field, v in ok.items():
         print(f"  {field:<5} tokens attend inside the source {field}: {v.mean():.4f}")
     aligned = np.logical_and.reduce(list(ok.values()))
     score = float(aligned.mean())
+    misses = alignment_misses(test, top, ok)
+    if misses:
+        print("  where the misaligned output tokens looked instead (count, output token, source character):")
+        for (field, what), n in misses.most_common(8):
+            print(f"    {n:>5}  {field:<5} {what}")
     print(f"alignment check: all three fields on the right source characters in {score:.4f} of "
           f"held-out examples (tolerance {args.tolerance})")
     pad = float((alis * (tsrc == PAD)[:, None, :]).sum(-1).max())

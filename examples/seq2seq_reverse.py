@@ -155,9 +155,10 @@ def main(argv=None):
         print(f"  {tsrc[i, :n] - OFFSET} -> {' '.join(name(k) for k in pred[i, :int(res.lengths[i])])}")
     print(f"trained in {t_train:.1f}s wall, {c_train:.1f}s of CPU (load average {load:.2f}); held-out token accuracy {acc:.4f}, exact match {exact:.4f}")
 
-    n, m = int(tlen[0]), int(res.lengths[0])             # source length, output length (with EOS)
-    out = plot_attention(align[0, :m, :n], x_labels=[name(d) for d in tsrc[0, :n]],
-                         y_labels=[name(d) for d in pred[0, :m]],
+    k = int(np.argmax(tlen))                             # the first of the longest held-out sources
+    n, m = int(tlen[k]), int(res.lengths[k])             # source length, output length (with EOS)
+    out = plot_attention(align[k, :m, :n], x_labels=[name(d) for d in tsrc[k, :n]],
+                         y_labels=[name(d) for d in pred[k, :m]],
                          path=args.plot or None, xlabel="source digit", ylabel="output digit",
                          colorbar_label="attention weight",
                          title=f"{args.task}: attention of a held-out example")
