@@ -224,33 +224,45 @@ def encode_batch(examples, src_vocab, tgt_vocab, src_len=None):
 # ## 3. Does the attention look at the right place? The check
 #
 # The ISO output has fixed places: tokens 0–3 are the year, 5–6 the month, 8–9 the day (4 and 7 are
-# "-", 10 is EOS). For a decoded example with alignment matrix α (L, S) — row t is the attention the
-# decoder paid to the source characters while choosing output token t — take, for each output field,
-# the argmax source position of each of its tokens: argmax_j α[t, j]. The field is **aligned** when
-# all of these positions lie inside the character span [start, end) that the field occupies in the
-# source (recorded when the source was written), widened by ``tolerance`` characters on each side
-# (default 0: no slack). An example passes when all three fields are aligned.
+# "-", 10 is EOS). Decoding an example gives its alignment matrix α (L, S): row t is the attention
+# the decoder paid to the source characters while choosing output token t.
 #
-# This is the claim the heatmaps make visible, turned into a number: the year tokens read the year,
-# the month tokens the month ("05" reads "may" or "5" or "05"), the day tokens the day.
+# **The check** (``mode="field"``): for each output field, add up the rows of its tokens — where
+# the field as a whole read — and take the argmax source position. The field is *aligned* when that
+# position lies inside the character span [start, end) the field occupies in the source (recorded
+# when the source was written), widened by ``tolerance`` characters (default 0). An example passes
+# when its year, month and day are all aligned.
+#
+# A stricter reading (``mode="token"``, printed too): *every* token of the field has its own argmax
+# inside the span. It is stricter than the claim needs: some output tokens are decided by context,
+# not copied — the leading "0" of "2003-03-07" from a one-digit day "7" is decided by seeing that
+# the day *ends* there, and the decoder duly looks at the space or separator next to it — so those
+# tokens land a character beside the field. The script lists where the strays looked.
 
 # %%
 OUTPUT_FIELDS = {"year": (0, 4), "month": (5, 7), "day": (8, 10)}   # token positions in "YYYY-MM-DD"
 
 
-def field_alignment(alignments, spans, tolerance=0):
+def field_alignment(alignments, spans, tolerance=0, mode="field"):
     """alignments: (N, L, S) attention of each decoded example (L ≥ 10); spans: N dicts of source
-    character spans. Returns {field: (N,) bool} — whether every token of the field has its argmax
-    source position inside the field's span ± tolerance — and the argmax positions (N, L)."""
+    character spans. Returns {field: (N,) bool} and the argmax source positions of every token (N, L).
+
+    mode "field": the argmax of Σ_{t ∈ field} α[t] lies in the field's span ± tolerance;
+    mode "token": argmax α[t] lies in the span ± tolerance for every token t of the field."""
     alignments = np.asarray(alignments)
     if alignments.ndim != 3 or alignments.shape[1] < 10:
         raise ValueError(f"field_alignment: need alignments (N, L >= 10, S), got {alignments.shape}")
+    if mode not in ("field", "token"):
+        raise ValueError(f"field_alignment: mode must be 'field' or 'token', got {mode!r}")
     top = alignments.argmax(-1)                                           # (N, L)
     ok = {}
     for field, (t0, t1) in OUTPUT_FIELDS.items():
         lo = np.array([sp[field][0] - tolerance for sp in spans])[:, None]
         hi = np.array([sp[field][1] + tolerance for sp in spans])[:, None]
-        pos = top[:, t0:t1]
+        if mode == "field":
+            pos = alignments[:, t0:t1].sum(axis=1).argmax(-1)[:, None]   # (N, 1)
+        else:
+            pos = top[:, t0:t1]                                           # (N, tokens)
         ok[field] = ((pos >= lo) & (pos < hi)).all(axis=1)
     return ok, top
 
@@ -448,18 +460,22 @@ def main(argv=None):
         print(f"  miss: {s!r} -> {p!r}, want {t!r}")
     print(f"held-out exact match: {exact:.4f} ({len(test) - len(wrong)}/{len(test)})")
 
-    ok, top = field_alignment(alis, [sp for _, _, sp in test], args.tolerance)
-    for field, v in ok.items():
-        print(f"  {field:<5} tokens attend inside the source {field}: {v.mean():.4f}")
-    aligned = np.logical_and.reduce(list(ok.values()))
-    score = float(aligned.mean())
-    misses = alignment_misses(test, top, ok)
+    spans = [sp for _, _, sp in test]
+    strict, top = field_alignment(alis, spans, args.tolerance, mode="token")
+    ok, _ = field_alignment(alis, spans, args.tolerance, mode="field")
+    for field in OUTPUT_FIELDS:
+        print(f"  {field:<5} read from the source {field}: {ok[field].mean():.4f} of examples "
+              f"(every single {field} token: {strict[field].mean():.4f})")
+    misses = alignment_misses(test, top, strict)
     if misses:
-        print("  where the misaligned output tokens looked instead (count, output token, source character):")
-        for (field, what), n in misses.most_common(8):
+        print("  where the stray tokens looked (count, output field, token, source position):")
+        for (field, what), n in misses.most_common(6):
             print(f"    {n:>5}  {field:<5} {what}")
-    print(f"alignment check: all three fields on the right source characters in {score:.4f} of "
-          f"held-out examples (tolerance {args.tolerance})")
+    score = float(np.logical_and.reduce(list(ok.values())).mean())
+    strict_score = float(np.logical_and.reduce(list(strict.values())).mean())
+    print(f"alignment check: year, month and day all read from the right source characters in "
+          f"{score:.4f} of held-out examples (tolerance {args.tolerance}; every token on its field: "
+          f"{strict_score:.4f})")
     pad = float((alis * (tsrc == PAD)[:, None, :]).sum(-1).max())
     print(f"largest attention weight on source padding: {pad:.1e}")
 
