@@ -19,9 +19,10 @@ Two workloads, float32, CPU, batch 64 of source length 30 (random lengths 10…3
 
 Each library runs in its own worker process and the workers take turns in blocks of ``--block``
 calls (A×n, B×n, A×n, …, with a pause so that the previous worker's BLAS threads stop spinning), so
-background load hits both alike. Printed: the median time per call of each library, the ratio of the
-medians (tinyattn / PyTorch), and the min–max of the per-round ratios (each round's median over its
-block) — on a shared machine read the ratios, not the absolute times.
+background load hits both alike. Printed: the median wall time per call of each library, the ratio
+of the medians (tinyattn / PyTorch), the min–max of the per-round ratios (each round's median over
+its block), and the median CPU time (process time: it leaves out the time spent waiting for a core)
+with its ratio — on a shared machine read the ratios, not the absolute times.
 
 ``--check`` first verifies that the two models are the same: equal loss at the copied weights, equal
 gradients of a few weights, the same beam-search tokens. ``--profile`` prints a cProfile of tinyattn's
@@ -307,11 +308,13 @@ def check():
 
 # ----------------------------------------------------------------------------- timing plumbing
 def timed(call, n):
+    """n calls → [[wall seconds, CPU seconds of this process], ...] (CPU time does not count the time
+    spent waiting for a core, so on a loaded machine it is the steadier measure of the work done)."""
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call()
-        out.append(time.perf_counter() - t0)
+        out.append([time.perf_counter() - t0, time.process_time() - c0])
     return out
 
 
@@ -381,7 +384,8 @@ def main(argv=None):
     print(f"dates model: batch {B}, source {S}, target {T}, embed {E}, BiGRU {U}+{U}, Bahdanau GRU {DEC}; "
           f"beam {BEAM}, max_len {MAX_LEN}; threads={args.threads or 'default'}; "
           f"{args.rounds} rounds × {args.block} calls per library; load average {load:.2f}")
-    print(f"{'workload':<10}{'library':<10}{'median ms':>11}{'× PyTorch':>11}{'per-round ×, min–max':>24}")
+    print(f"{'workload':<10}{'library':<10}{'wall ms':>10}{'× PyTorch':>11}{'per-round ×':>13}"
+          f"{'CPU ms':>10}{'× PyTorch':>11}")
     for workload in WORKLOADS:
         if args.only and workload != args.only:
             continue
@@ -399,20 +403,22 @@ def main(argv=None):
         for _ in range(args.rounds):
             for k, r in runners.items():
                 time.sleep(args.pause)
-                rounds[k].append(r(args.block))
+                rounds[k].append(np.array(r(args.block)))        # (block, 2): wall, CPU
         for r in runners.values():
             r.close()
-        med = {k: 1e3 * float(np.median(sum(v, []))) for k, v in rounds.items()}
-        per_round = {k: [float(np.median(b)) for b in v] for k, v in rounds.items()}
-        ref = med.get("pytorch")
+        allt = {k: np.concatenate(v) for k, v in rounds.items()}
+        wall = {k: 1e3 * float(np.median(a[:, 0])) for k, a in allt.items()}
+        cpu = {k: 1e3 * float(np.median(a[:, 1])) for k, a in allt.items()}
+        per_round = {k: [float(np.median(b[:, 0])) for b in v] for k, v in rounds.items()}
+        ref = "pytorch" if "pytorch" in runners else None
         for k in runners:
-            if ref and k != "pytorch":
-                rr = [a / b for a, b in zip(per_round[k], per_round["pytorch"])]
+            if ref and k != ref:
+                rr = [a / b for a, b in zip(per_round[k], per_round[ref])]
                 spread = f"{min(rr):.2f}–{max(rr):.2f}"
-                ratio = f"{med[k] / ref:.2f}"
+                ratio, cratio = f"{wall[k] / wall[ref]:.2f}", f"{cpu[k] / cpu[ref]:.2f}"
             else:
-                spread, ratio = "", "1.00" if ref else "-"
-            print(f"{workload:<10}{k:<10}{med[k]:>11.2f}{ratio:>11}{spread:>24}")
+                spread, ratio, cratio = "", "1.00" if ref else "-", "1.00" if ref else "-"
+            print(f"{workload:<10}{k:<10}{wall[k]:>10.2f}{ratio:>11}{spread:>13}{cpu[k]:>10.2f}{cratio:>11}")
     if args.profile:
         for workload in WORKLOADS:
             if not args.only or workload == args.only:
