@@ -15,8 +15,13 @@
 #     python examples/seq2seq_dates.py --device gpu         # CuPy
 #
 # It exits with status 1 when the held-out exact match is below ``--min-exact`` (99%) or when the
-# attention check fails (fewer than ``--min-aligned`` = 95% of held-out examples attending to the
-# right source field for every output field).
+# attention check fails (fewer than ``--min-aligned`` = 95% of held-out examples whose year, month
+# and day each read from the right source characters; section 3).
+#
+# Measured with the defaults (seed 0; 20,000 training examples, 3 epochs, 2,000 held-out examples
+# of 3,652 dates never seen in training): Bahdanau 100% exact match, alignment check 0.997, about
+# 60 s of CPU for the training (4–5 min of wall time on a 2-core machine shared with ~10 busy
+# processes); ``--decoder luong`` 100% and 0.984. Beam search (``--beam 4``) gives the same answers.
 
 # %%
 import argparse
