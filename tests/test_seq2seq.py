@@ -8,7 +8,8 @@ import pytest
 
 import tinyattn as ta
 from tinyattn.autograd import Tensor
-from tinyattn.attention import additive_score, concat_score, general_score, masked_softmax
+from tinyattn.attention import additive_score, attend, concat_score, general_score, masked_softmax
+from tinyattn.seq2seq.fused import additive_attention
 from tinyattn.seq2seq import (Encoder, EncoderOutput, BahdanauDecoder, LuongDecoder, AttentionDecoder, Seq2Seq,
                               greedy_decode, beam_search, sample, bleu, exact_match, sequence_cross_entropy,
                               length_penalty)
@@ -179,6 +180,41 @@ def test_source_padding_is_invisible():
 
 
 # -- attention pieces agree with tinyattn.attention ----------------------------------------------------
+def _fused_inputs(seed=0, B=4, S=6, A=5, D=3):
+    rng = np.random.default_rng(seed)
+    t = lambda *shape: Tensor(rng.standard_normal(shape), requires_grad=True)      # noqa: E731
+    mask = np.ones((B, S), bool)
+    mask[1, 3:] = False
+    mask[3, :] = False                                   # a row with nothing to attend to
+    return t(B, A), t(B, S, A), t(B, S, D), t(A), mask
+
+
+def test_fused_additive_attention_equals_the_composed_ops():
+    qp, k, x, v, mask = _fused_inputs()
+    c, a = additive_attention(qp, k, x, v, mask)
+    I = Tensor(np.eye(5))
+    e = additive_score(qp.reshape(4, 1, 5), k, I, I, v)                 # vᵀ tanh(qp + k_j)
+    a2 = masked_softmax(e, mask[:, None, :])
+    c2 = attend(a2, x)
+    np.testing.assert_allclose(a.data, a2.data[:, 0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(c.data, c2.data[:, 0], rtol=1e-12, atol=1e-15)
+    assert np.all(a.data[3] == 0) and np.all(c.data[3] == 0) and np.all(a.data[1, 3:] == 0)
+    rng = np.random.default_rng(1)
+    gc, ga = rng.standard_normal(c.shape), rng.standard_normal(a.shape)
+    got = ta.grad([c, a], [qp, k, x, v], [gc, ga])
+    want = ta.grad([c2, a2], [qp, k, x, v], [gc[:, None], ga[:, None]])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.data, w.data, rtol=1e-10, atol=1e-13)
+    assert np.all(got[1].data[1, 3:] == 0) and np.all(got[2].data[1, 3:] == 0) and np.all(got[1].data[3] == 0)
+
+
+def test_fused_additive_attention_gradcheck():
+    qp, k, x, v, mask = _fused_inputs(2)
+    assert ta.gradcheck(lambda *ts: additive_attention(*ts, mask), [qp, k, x, v])
+    assert ta.gradcheck(lambda *ts: additive_attention(*ts, mask)[0], [qp, k, x, v])   # weights unused
+    assert ta.gradcheck(lambda *ts: additive_attention(*ts, mask)[1], [qp, k, x, v])   # context unused
+
+
 def test_bahdanau_weights_are_additive_attention():
     ta.manual_seed(6)
     dec, D = make_decoder("bahdanau", dict(cell="gru", attention_units=3))
@@ -536,3 +572,20 @@ def test_gpu_matches_cpu(kind, kw):
         np.testing.assert_array_equal(c.tokens, g.tokens)
         np.testing.assert_allclose(c.log_probs, g.log_probs, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(c.alignments, g.alignments, rtol=1e-8, atol=1e-10)
+
+
+def test_dropout_only_in_training():
+    ta.manual_seed(19)
+    for kind, kw in (("bahdanau", dict(dropout=0.5)), ("luong", dict(dropout=0.5, num_layers=2))):
+        model = small_model(kind, **kw)
+        model.encoder.dropout = 0.5
+        model.eval()
+        a, b = model(SRC, TGT_IN).data, model(SRC, TGT_IN).data
+        np.testing.assert_array_equal(a, b)
+        model.train()
+        c = model(SRC, TGT_IN).data
+        assert not np.allclose(a, c)
+        model.loss(SRC, TGT_IN, TGT_OUT).backward()
+        g1 = greedy_decode(model, SRC, 5).tokens                 # decoding runs in eval mode
+        np.testing.assert_array_equal(g1, greedy_decode(model, SRC, 5).tokens)
+        assert model.training                                    # and restores the mode

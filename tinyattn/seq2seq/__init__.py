@@ -15,6 +15,8 @@ teacher-forced model, greedy / beam / sampled decoding, and BLEU.
                                                               ``sample``
     Papineni et al. 2002 as simplified in d2l                 ``bleu``,             metrics.py
                                                               ``exact_match``
+    one step of additive attention, fused (= additive_score   ``additive_attention`` fused.py
+      + masked_softmax + attend, tested equal)
     ========================================================  ====================  ==============
 
 Typical use::
@@ -38,7 +40,8 @@ from .legacy import AttentionDecoder
 from .model import Seq2Seq, sequence_cross_entropy
 from .decoding import DecodeResult, greedy_decode, beam_search, sample, length_penalty
 from .metrics import bleu, exact_match
+from .fused import additive_attention
 
 __all__ = ["Encoder", "EncoderOutput", "BaseDecoder", "DecoderState", "BahdanauDecoder", "LuongDecoder",
            "AttentionDecoder", "Seq2Seq", "sequence_cross_entropy", "DecodeResult", "greedy_decode",
-           "beam_search", "sample", "length_penalty", "bleu", "exact_match"]
+           "beam_search", "sample", "length_penalty", "bleu", "exact_match", "additive_attention"]

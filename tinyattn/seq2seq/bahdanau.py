@@ -11,13 +11,14 @@ One step t, with s_{t−1} the previous top-layer hidden state (the *query*), h_
     logits_t = W_o s_t + b_o                        (B, V)
 
 W_k h_j does not change during the sentence: it is computed once in ``init_state`` (the cache), so a
-step costs one (B, u)·(u, A) projection of the query, the (B, S, A) tanh and two small products.
+step costs one (B, u)·(u, A) projection of the query, the (B, S, A) tanh and two small products —
+the score, softmax and context in one fused Function (``fused.additive_attention``, tested equal to
+``attend(masked_softmax(additive_score(...)), h)``).
 """
 from .. import functions as F
-from ..attention import masked_softmax
-from ..functions.attention import AdditiveScore
 from ..nn import Dense, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
+from .fused import additive_attention
 
 __all__ = ["BahdanauDecoder"]
 
@@ -53,14 +54,12 @@ class BahdanauDecoder(BaseDecoder):
         return {"keys": self.W_k(mem.states)}                       # W_k h_j, (B, S, A), once
 
     def advance(self, x, state, mem):
-        B, A = x.shape[0], self.attention_units
-        q = self.W_q(state.top).reshape(B, 1, A)                    # W_q s_{t−1}   (B, 1, A)
-        e = AdditiveScore()(q, state.cache["keys"], self.v)         # (B, 1, S)
-        alpha = masked_softmax(e, mem.mask[:, None, :])             # (B, 1, S)
-        context = (alpha @ mem.states).reshape(B, self.memory_dim)  # (B, D)
+        q = self.W_q(state.top)                                      # W_q s_{t−1}   (B, A)
+        context, alpha = additive_attention(q, state.cache["keys"], mem.states, self.v, mem.mask)
+        # = masked_softmax(vᵀ tanh(q + W_k h_j)) and Σ_j α_j h_j: context (B, D), alpha (B, S)
         h, layers = run_cells(self.cells, F.concat([context, x], axis=-1), state.layers,
                               self.dropout, self.training)
         if self.dropout:
             h = F.dropout(h, self.dropout, training=self.training)
         new = type(state)(layers, None, state.t + 1, state.cache)
-        return h, new, alpha.reshape(B, alpha.shape[-1])
+        return h, new, alpha

@@ -56,6 +56,15 @@ class DecoderState:
         shared)."""
         return DecoderState(_gather(self.layers, idx), _gather(self.feed, idx), self.t, self.cache)
 
+    def repeat(self, k):
+        """Every batch row repeated ``k`` times in place (row b → rows b·k … b·k+k−1), cache included:
+        the start state of a beam search, computed once per sentence (as ``EncoderOutput.repeat``)."""
+        first = self.top.data
+        xp = backend.get_array_module(first)
+        idx = xp.repeat(xp.arange(first.shape[0]), k)
+        return DecoderState(_gather(self.layers, idx), _gather(self.feed, idx), self.t,
+                            {name: _gather(v, idx) for name, v in self.cache.items()})
+
 
 def make_cells(kind, units, input_dim, num_layers, dtype):
     """num_layers LSTMCell/GRUCell (Keras weights), the first reading input_dim features."""

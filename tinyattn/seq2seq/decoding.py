@@ -20,7 +20,6 @@ and the best K non-EOS candidates stay *alive*. A sentence is done once K hypoth
 at ``max_len`` the alive hypotheses are scored too, and the result is the best finished one. With
 K = 1 this is exactly greedy decoding (an EOS finishes only when it is the best candidate).
 """
-import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -58,6 +57,9 @@ class DecodeResult:
 def length_penalty(n, alpha):
     """GNMT's lp = ((5 + n) / 6)^α for a hypothesis of n tokens (α = 0: no normalisation)."""
     return ((5.0 + n) / 6.0) ** alpha
+
+
+_lp = length_penalty     # beam_search's argument of that name shadows the function
 
 
 @contextmanager
@@ -163,14 +165,13 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
     if length_penalty < 0:
         raise ValueError(f"beam_search: length_penalty must be >= 0, got {length_penalty}")
     K, alpha, dec, eos = int(beam_width), float(length_penalty), model.decoder, model.eos_id
-    lp = globals()["length_penalty"]
     with _inference(model):
         mem1 = model.encode(src)
         B, S = mem1.states.shape[:2]
         mem = mem1.repeat(K)                                            # row b·K + j: beam j of sentence b
         xp = backend.get_array_module(mem.states.data)
         dtype = mem.states.dtype
-        state = dec.init_state(mem)
+        state = dec.init_state(mem1).repeat(K)                          # the cache computed once per sentence
         token = xp.full((B * K,), model.bos_id, dtype=np.int64)
         rows = xp.arange(B)[:, None]
         score = xp.full((B, K), -np.inf, dtype=dtype)
@@ -223,7 +224,7 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
             rank = xp.arange(n_c)[None, :]
             finish = is_eos & xp.isfinite(c_score) & (rank < K) & ~done[:, None]
             if bool(finish.any()):
-                merge(xp.where(finish, c_score / lp(t + 1, alpha), -np.inf), c_seq, c_lps, c_ali, t + 1)
+                merge(xp.where(finish, c_score / _lp(t + 1, alpha), -np.inf), c_seq, c_lps, c_ali, t + 1)
                 n_fin = n_fin + finish.sum(axis=1)
                 done = done | (n_fin >= K)
             # the K best candidates that do not end in EOS stay alive
@@ -238,7 +239,7 @@ def beam_search(model, src, beam_width=4, max_len=50, length_penalty=0.6):
         else:   # max_len reached: unfinished sentences also score their alive (truncated) hypotheses
             live = xp.isfinite(score) & ~done[:, None]
             if bool(live.any()):
-                merge(xp.where(live, score / lp(max_len, alpha), -np.inf), seqs, lps, alis, max_len)
+                merge(xp.where(live, score / _lp(max_len, alpha), -np.inf), seqs, lps, alis, max_len)
         best = fin_score.argmax(axis=1)[:, None]                        # (B, 1)
         pick = lambda a: a[rows, best][:, 0]                            # noqa: E731
         L = int(pick(fin_len).max())

@@ -26,11 +26,10 @@ import numpy as np
 
 from .. import backend
 from .. import functions as F
-from ..attention import masked_softmax
 from ..autograd import Tensor
-from ..functions.attention import AdditiveScore
 from ..nn import Dense, ModuleList, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
+from .fused import additive_attention
 from .encoder import ids_array
 
 __all__ = ["AttentionDecoder"]
@@ -97,14 +96,13 @@ class AttentionDecoder(BaseDecoder):
     def attention(self, layers, state, mem):
         """(reads: list over heads of (B, D), weights: list over heads of (B, S)) for a state."""
         q = self.query(layers)
-        B, A = q.shape[0], self.attention_vec_size
         reads, weights = [], []
         for a in range(self.num_heads):
-            y = self.W2[a](q).reshape(B, 1, A)                                  # W2_a q + b2_a
-            u = AdditiveScore()(y, state.cache["hidden"][a], self.v[a])         # (B, 1, S)
-            w = masked_softmax(u, mem.mask[:, None, :])
-            reads.append((w @ mem.states).reshape(B, self.memory_dim))
-            weights.append(w.reshape(B, w.shape[-1]))
+            y = self.W2[a](q)                                                   # W2_a q + b2_a  (B, A)
+            # u_i = v_aᵀ tanh(W1_a h_i + y), a = softmax(u) (masked), read = Σ_i a_i h_i, fused
+            read, w = additive_attention(y, state.cache["hidden"][a], mem.states, self.v[a], mem.mask)
+            reads.append(read)
+            weights.append(w)
         return reads, weights
 
     def init_cache(self, mem):

@@ -23,9 +23,9 @@ from .. import backend
 from .. import functions as F
 from ..attention import masked_softmax, dot_score, general_score, local_attention
 from ..autograd import Tensor
-from ..functions.attention import AdditiveScore
 from ..nn import Dense, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
+from .fused import additive_attention
 
 __all__ = ["LuongDecoder"]
 
@@ -102,17 +102,22 @@ class LuongDecoder(BaseDecoder):
             return dot_score(q, mem.states)
         if self.score == "general":
             return general_score(q, mem.states, self.W_a)
-        return AdditiveScore()(q @ self.W_a[:self.units], state.cache["keys"], self.v_a)
+        H = F.tanh((h @ self.W_a[:self.units]).reshape(B, 1, -1) + state.cache["keys"])   # (B, S, A)
+        return (H @ self.v_a).reshape(B, 1, -1)
 
     def advance(self, x, state, mem):
         B = x.shape[0]
         inp = F.concat([x, state.feed], axis=-1) if self.input_feeding else x
         h, layers = run_cells(self.cells, inp, state.layers, self.dropout, self.training)   # h_t (B, u)
-        e = self.scores(h, state, mem)                                      # (B, 1, S)
-        if self.local is None:
+        if self.local is None and self.score == "concat":     # score, softmax, context: one fused node
+            c, a = additive_attention(h @ self.W_a[:self.units], state.cache["keys"], mem.states, self.v_a,
+                                      mem.mask)
+        elif self.local is None:
+            e = self.scores(h, state, mem)                                  # (B, 1, S)
             a = masked_softmax(e, mem.mask[:, None, :])
             c = a @ mem.states
         else:
+            e = self.scores(h, state, mem)
             last = state.cache["last"]
             if self.local == "m":
                 xp = backend.get_array_module(last)
