@@ -297,7 +297,7 @@ def alignment_misses(examples, top, ok):
 # ## 4. The model
 #
 #     src (B, S) characters ──Encoder: Embedding(V_src, 32) → BiGRU(64)──▶ states h_j (B, S, 128)
-#                                                        final [→h; ←h] ──bridge tanh(W·)──▶ s₀ (B, 128)
+#                                                  final [→h; ←h] ──bridge tanh(W·)──▶ s₀ (B, 128)
 #     decoder (default, Bahdanau / d2l):  e_tj = vᵀ tanh(W_q s_{t−1} + W_k h_j),  α_t = softmax(e_t),
 #                                         c_t = Σ_j α_tj h_j,  s_t = GRU([c_t; embed(y_{t−1})], s_{t−1}),
 #                                         logits_t = W_o s_t
@@ -435,7 +435,7 @@ def main(argv=None):
         print(f"  {s!r:<34} -> {t}")
 
     model = build_model(args.decoder, len(sv), len(tv), args.embed_dim, args.units, args.cell)
-    print(f"model: Encoder(BiGRU {args.units}) + {type(model.decoder).__name__}({args.cell}, "
+    print(f"model: Encoder(Bi{args.cell.upper()} {args.units}) + {type(model.decoder).__name__}({args.cell}, "
           f"{2 * args.units}), {sum(p.size for p in model.parameters())} parameters; backend {ta.get_backend()}")
     opt = Adam(model.parameters(), lr=args.lr)
     t0, c0 = time.perf_counter(), time.process_time()

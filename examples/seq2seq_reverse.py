@@ -158,7 +158,8 @@ def main(argv=None):
     for i in range(3):
         n = tlen[i]
         print(f"  {tsrc[i, :n] - OFFSET} -> {' '.join(name(k) for k in pred[i, :int(res.lengths[i])])}")
-    print(f"trained in {t_train:.1f}s wall, {c_train:.1f}s of CPU (load average {load:.2f}); held-out token accuracy {acc:.4f}, exact match {exact:.4f}")
+    print(f"trained in {t_train:.1f}s wall, {c_train:.1f}s of CPU (load average {load:.2f}); "
+          f"held-out token accuracy {acc:.4f}, exact match {exact:.4f}")
 
     k = int(np.argmax(tlen))                             # the first of the longest held-out sources
     n, m = int(tlen[k]), int(res.lengths[k])             # source length, output length (with EOS)
