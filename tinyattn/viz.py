@@ -170,17 +170,21 @@ def _save_or_show(draw, figsize, path, name):
 
 
 def plot_attention(weights, x_labels=None, y_labels=None, path=None, title=None, cmap="viridis",
-                   x_label="keys", y_label="queries", colorbar_label="attention weight", annotate=None):
+                   x_label="keys", y_label="queries", colorbar_label="attention weight", annotate=None,
+                   xlabel=None, ylabel=None):
     """Heatmap of attention weights ``weights`` (Tq, Tk): rows = queries, columns = keys.
 
     weights: array/Tensor (Tq, Tk), or (1, Tq, Tk) / (1, 1, Tq, Tk) (leading 1-axes are dropped);
     a 1-D (Tk,) vector is drawn as one row. x_labels: Tk key labels (tokens) for the ticks;
     y_labels: Tq query labels. x_label / y_label: the axis names; colorbar_label: the colour bar's
     name; annotate: write each weight in its cell (default: when there are at most 144 cells).
+    ``xlabel`` / ``ylabel`` are accepted as Matplotlib-style aliases of ``x_label`` / ``y_label``.
     With matplotlib and ``path``: saves an image there — PNG, SVG or PDF by the path's suffix — and
     returns ``path``. Without matplotlib, or with neither ``path`` nor a display: prints the text
     heatmap (:func:`ascii_heatmap`) and returns it.
     """
+    x_label = x_label if xlabel is None else xlabel
+    y_label = y_label if ylabel is None else ylabel
     w = _as_matrix(weights)
     if _matplotlib() is None or (path is None and not _has_display()):
         text = ascii_heatmap(w, x_labels, y_labels, title)
