@@ -215,24 +215,11 @@ def test_bars_ascii_marks_expected_and_std(no_matplotlib, capsys):
     assert text in capsys.readouterr().out
 
 
-        viz.plot_attention_bars(np.ones((2, 3)))
-
-
-def test_heatmap_axis_and_colorbar_labels(tmp_path):
+def test_heatmap_matplotlib_style_label_aliases(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-    fig = Figure()
+    seen = _mpl_texts(monkeypatch)
     w = np.random.default_rng(1).dirichlet(np.ones(5), size=3)
-    viz._draw_heatmap(fig, w, list("abcde"), ["y", "m", "d"], "dates", "viridis",
-                      xlabel="source character", ylabel="output token", colorbar_label="weight α")
-    ax, cax = fig.axes
-    assert ax.get_xlabel() == "source character" and ax.get_ylabel() == "output token"
-    assert cax.get_ylabel() == "weight α"
-    assert [t.get_text() for t in ax.get_xticklabels()] == list("abcde")
-    assert ax.get_title() == "dates"
-    fig = Figure()                                           # the defaults: keys, queries, a named bar
-    viz._draw_heatmap(fig, w, list("abcde"), list("xyz"), None, "viridis")
-    assert fig.axes[0].get_xlabel() == "keys" and fig.axes[1].get_ylabel() == "attention weight"
-    path = viz.plot_attention(w, path=tmp_path / "h.png", xlabel="source", ylabel="target",
-                              colorbar_label="α")
+    path = viz.plot_attention(w, x_labels=list("abcde"), path=tmp_path / "h.png", xlabel="source character",
+                              ylabel="output token", colorbar_label="α", title="dates")
     assert (tmp_path / "h.png").read_bytes().startswith(PNG_MAGIC) and path == str(tmp_path / "h.png")
+    assert {"source character", "output token", "α", "dates", "c"} <= set(seen["texts"])
