@@ -1,3 +1,20 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Which time step matters?
+#
+# An LSTM with attention over its time steps learns a label that only one step carries, and the
+# mean attention per step shows which one. The docstring below gives the data, model and check.
+
+# %%
 """Which time step matters? An LSTM + attention model finds the one step that carries the label.
 
 The classic ``attention_3d_block`` demo (seed 004), re-derived on tinyattn:
@@ -49,6 +66,12 @@ from tinyattn.train import fit                                     # noqa: E402
 from tinyattn.viz import plot_attention_bars                       # noqa: E402
 
 
+# %% [markdown]
+# ## The data
+#
+# Noise everywhere except one time step, which holds the label.
+
+# %%
 def get_data(n, time_steps, input_dim, attention_column, rng, scale=1.0):
     """x (n, T, d) float32 ~ N(0, scale²) with x[:, attention_column, :] = y; y (n, 1) in {0, 1}."""
     x = rng.normal(0.0, scale, size=(n, time_steps, input_dim)).astype(np.float32)
@@ -57,6 +80,12 @@ def get_data(n, time_steps, input_dim, attention_column, rng, scale=1.0):
     return x, y
 
 
+# %% [markdown]
+# ## The model
+#
+# LSTM → attention over the time steps → Dense: the attention weights say where the model looks.
+
+# %%
 def build_model(lstm_units, single_attention_vector):
     return Sequential(
         LSTM(lstm_units, return_sequences=True),
@@ -66,6 +95,7 @@ def build_model(lstm_units, single_attention_vector):
     )
 
 
+# %%
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -94,6 +124,13 @@ def parse_args(argv=None):
     return a
 
 
+# %% [markdown]
+# ## Train, look, check
+#
+# Train, print the mean attention per step, draw it, and exit 1 unless the labelled step clearly
+# gets the most attention.
+
+# %%
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -156,5 +193,6 @@ def main(argv=None):
     return 0
 
 
+# %%
 if __name__ == "__main__":
     sys.exit(main())

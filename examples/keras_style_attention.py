@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Keras-style attention between an encoder and a decoder
+#
+# `Attention()([decoder_out, encoder_out])` and a bilinear score on a BiLSTM encoder, with every shape printed.
+
+# %%
 """Keras-style attention between a BiLSTM encoder and a decoder, with shapes (seed 000).
 
 The tutorial's walk-through, re-derived on tinyattn:
@@ -38,6 +54,12 @@ from tinyattn.attention import Attention, LuongAttention           # noqa: E402
 from tinyattn.viz import plot_attention                            # noqa: E402
 
 
+# %% [markdown]
+# ## The model
+#
+# A BiLSTM encoder, an LSTM decoder and two attention layers over the encoder states.
+
+# %%
 class EncoderDecoderAttention(Module):
     """BiLSTM encoder -> LSTM decoder (initial state = the encoder's final states) -> attention.
 
@@ -64,6 +86,7 @@ class EncoderDecoderAttention(Module):
                     bilinear_out=bil_out, bilinear_weights=bil_w)
 
 
+# %%
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -77,6 +100,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# %% [markdown]
+# ## Run it
+#
+# Print every tensor's shape, check them, and draw one example's attention weights.
+
+# %%
 def main(argv=None):
     args = parse_args(argv)
     ta.manual_seed(args.seed)
@@ -125,5 +154,6 @@ def main(argv=None):
     return 0
 
 
+# %%
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LSTM + many-to-one attention for regression
+#
+# Train, save, reload, check identical predictions, and check the attention peaks where it should.
+
+# %%
 """LSTM + many-to-one attention for regression, then save, reload and check (seed 001).
 
 philipperemy's keras-attention example, re-derived on tinyattn — with something to learn:
@@ -35,6 +51,10 @@ from tinyattn.optim import Adam                                    # noqa: E402
 from tinyattn.train import fit, predict                            # noqa: E402
 
 
+# %% [markdown]
+# ## The data
+
+# %%
 def get_data(n, time_steps, rng):
     """x (n, T, 2) float32: [:, :, 0] ~ U(0, 1), [:, :, 1] one-hot at a random step m;
     y (n, 1) = x[:, m, 0]. Returns x, y, m."""
@@ -45,6 +65,12 @@ def get_data(n, time_steps, rng):
     return x, x[np.arange(n), m, 0][:, None].copy(), m
 
 
+# %% [markdown]
+# ## The model
+#
+# LSTM(return_sequences) → ManyToOneAttention (Luong or Bahdanau score) → Dense.
+
+# %%
 def build_model(lstm_units, attention_units, score):
     return Sequential(
         LSTM(lstm_units, return_sequences=True),
@@ -53,6 +79,7 @@ def build_model(lstm_units, attention_units, score):
     )
 
 
+# %%
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -71,6 +98,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# %% [markdown]
+# ## Train, save, reload, check
+
+# %%
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.perf_counter()
@@ -135,5 +166,6 @@ def main(argv=None):
     return 0
 
 
+# %%
 if __name__ == "__main__":
     sys.exit(main())

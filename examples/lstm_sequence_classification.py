@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LSTM sequence classification: which motif?
+#
+# An LSTM classifier on synthetic sequences, then save → load → the same predictions.
+
+# %%
 """LSTM sequence classification on a synthetic "which motif?" task, then save -> load -> same predictions.
 
 Task. Each sequence (length 8-20, zero-padded to 20) is filler tokens 7..19 with one 3-token motif
@@ -33,6 +49,10 @@ MOTIFS = np.array([[1, 2, 3], [3, 2, 1], [4, 5, 6], [6, 5, 4]])
 VOCAB, T_MAX, TARGET = 20, 20, 0.95
 
 
+# %% [markdown]
+# ## The data
+
+# %%
 def make_data(n, rng):
     """ids (n, T_MAX) int64 with 0 padding at the end, labels (n,) in {0, 1, 2, 3}."""
     labels = rng.integers(0, len(MOTIFS), n)
@@ -46,6 +66,10 @@ def make_data(n, rng):
     return ids, labels
 
 
+# %% [markdown]
+# ## The model
+
+# %%
 class MotifClassifier(nn.Module):
     """ids (B, T) -> logits (B, 4): Embedding(mask_zero) -> LSTM (masked) -> Dense."""
 
@@ -61,6 +85,10 @@ class MotifClassifier(nn.Module):
         return self.classifier(h)                                # (B, 4) logits
 
 
+# %% [markdown]
+# ## Train, evaluate, save, reload
+
+# %%
 def main():
     t0 = time.perf_counter()
     ta.manual_seed(0)
@@ -104,6 +132,7 @@ def main():
     return 0 if ok else 1
 
 
+# %%
 def _build(model, x):
     """Run the model once on one sample so that lazily built layers create their weights."""
     with ta.no_grad():
@@ -111,5 +140,6 @@ def _build(model, x):
     return model.parameters()
 
 
+# %%
 if __name__ == "__main__":
     sys.exit(main())

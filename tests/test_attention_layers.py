@@ -18,7 +18,7 @@ def _built(layer, *args, **kw):
     layer(*args, **kw)
     rng = np.random.default_rng(9)
     for p in layer.parameters():           # move off the init (scale = 1, zero biases)
-        p.data = p.data + 0.3 * rng.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(0.3 * rng.standard_normal(p.shape), p.device)
     return layer
 
 
@@ -69,7 +69,7 @@ def test_additive_attention_values(rng):
     s = (layer.scale.numpy() * np.tanh(q.numpy()[:, :, None] + v.numpy()[:, None])).sum(-1)
     w = np.exp(s - s.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
-    np.testing.assert_allclose(layer([q, v]).numpy(), w @ v.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer([q, v]).numpy(), w @ v.numpy(), rtol=1e-12, atol=1e-15)
 
 
 def test_causal_is_top_left(rng):

@@ -74,9 +74,9 @@ def test_float32_stays_float32_and_extreme_scores(rng):
 
 
 def test_helpers_and_errors():
-    np.testing.assert_array_equal(causal_mask(3), np.tril(np.ones((3, 3), bool)))
-    np.testing.assert_array_equal(causal_mask(2, 4), [[1, 0, 0, 0], [1, 1, 0, 0]])   # top-left
-    np.testing.assert_array_equal(valid_lens_to_mask(np.array([1, 3]), 3, ndim=3)[:, 0],
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(3)), np.tril(np.ones((3, 3), bool)))
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(2, 4)), [[1, 0, 0, 0], [1, 1, 0, 0]])   # top-left
+    np.testing.assert_array_equal(ta.backend.as_numpy(valid_lens_to_mask(np.array([1, 3]), 3, ndim=3)[:, 0]),
                                   [[1, 0, 0], [1, 1, 1]])
     a, b = np.array([True, False, True]), np.array([True, True, False])
     np.testing.assert_array_equal(combine_masks(a, None, b), [True, False, False])

@@ -138,7 +138,7 @@ def test_create_graph_gradients_equal_fast_path(name, rng):
     else:
         ins = [T(rng, 2, 3, 4, 5), T(rng, 2, 3, 6, 5), T(rng, 2, 3, 6, 2)]
         p = 0.4 if name == "sdpa_dropout" else 0.0
-        f = ScaledDotProductAttention(0.37, _masks(rng), dropout=p)
+        f = ScaledDotProductAttention(0.37, ta.tensor(_masks(rng)).data, dropout=p)   # a Function: device arrays
         outs = f(*ins)                                   # one instance: one dropout mask
         fn = None
     if fn is not None:
@@ -198,8 +198,8 @@ def test_sdpa_dropout(rng):
     q, k, v = T(rng, 2, 6, 4), T(rng, 2, 8, 4), T(rng, 2, 8, 8)
     fn = ScaledDotProductAttention(0.5, None, dropout=0.5, training=True)
     out, w = fn(q, k, v)
-    assert fn.M is not None and (fn.M == 0).mean() > 0.3 and set(np.unique(fn.M)) == {0.0, 2.0}
-    np.testing.assert_allclose(out.numpy(), (w.numpy() * fn.M) @ v.numpy(), rtol=1e-12)
+    assert fn.M is not None and (fn.M == 0).mean() > 0.3 and set(np.unique(ta.backend.as_numpy(fn.M)).tolist()) == {0.0, 2.0}
+    np.testing.assert_allclose(out.numpy(), (w.numpy() * ta.backend.as_numpy(fn.M)) @ v.numpy(), rtol=1e-12)
     ref = scaled_dot_product_attention(q, k, v, scale=0.5)
     assert not np.allclose(out.numpy(), ref.numpy())
     ev = scaled_dot_product_attention(q, k, v, scale=0.5, dropout=0.5, training=False)
@@ -212,11 +212,12 @@ def test_sdpa_dropout_backward(rng):
     q, k, v = T(rng, 2, 3, 4), T(rng, 2, 5, 4), T(rng, 2, 5, 2)
     f = ScaledDotProductAttention(0.7, None, dropout=0.3, training=True)
     out, w = f(q, k, v)
+    M = f.M                       # the dropout mask (a backward without retain_graph drops saved arrays)
     gy, gw = rng.standard_normal(out.shape), rng.standard_normal(w.shape)
     g1 = ta.grad([out, w], [q, k, v], [gy, gw])
     q2, k2, v2 = (ta.tensor(x.numpy(), requires_grad=True) for x in (q, k, v))
     w2 = ((q2 @ k2.swapaxes(-1, -2)) * 0.7).softmax(-1)
-    out2 = (w2 * f.M) @ v2
+    out2 = (w2 * M) @ v2
     g2 = ta.grad([out2, w2], [q2, k2, v2], [gy, gw])
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)

@@ -285,7 +285,7 @@ def test_float_dtype_mix_is_an_error():
 
 def test_tensor_api():
     x = ta.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    assert x.shape == (2, 2) and x.ndim == 2 and x.dtype == np.float32 and x.device == "cpu"
+    assert x.shape == (2, 2) and x.ndim == 2 and x.dtype == np.float32 and x.device == ("gpu" if ta.get_backend() == "cupy" else "cpu")
     assert x.is_leaf and len(x) == 2
     n = x.numpy()
     assert isinstance(n, np.ndarray)
@@ -294,12 +294,13 @@ def test_tensor_api():
     assert ta.tensor(np.array(2.5)).item() == 2.5
     d = (x * 2.0).detach()
     assert d.creator is None and not d.requires_grad and d.is_leaf
-    assert x.to("cpu") is x
+    assert x.to(x.device) is x
     assert "requires_grad=True" in repr(x)
     with pytest.raises(ValueError, match="unknown device"):
         x.to("tpu")
 
 
+@pytest.mark.not_strict("a host ndarray meeting a Tensor is the subject (host-only dispatch)")
 def test_ndarray_op_tensor_dispatches_to_tensor():
     x = t64(3)
     a = np.arange(3.0)

@@ -4,12 +4,14 @@ import pytest
 
 import tinyattn as ta
 from tinyattn import backend
+from tinyattn import backend as backend_mod
 from tinyattn import functions as F
 
 gpu = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not ta.gpu_available(), reason="CuPy or a GPU is not available")
 
 
+@pytest.mark.not_strict("checks the NumPy default itself")
 def test_default_backend_is_numpy():
     assert ta.get_backend() == "numpy"
     assert backend.default_xp() is np
@@ -20,8 +22,9 @@ def test_default_backend_is_numpy():
 
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        before = ta.get_backend()
         ta.use_backend("jax")
-    assert ta.get_backend() == "numpy"
+    assert ta.get_backend() == before
 
 
 @pytest.mark.skipif(ta.gpu_available(), reason="a GPU is present")
@@ -44,9 +47,10 @@ def test_manual_seed_reproducible():
     ta.manual_seed(124)
     assert not np.array_equal(F.dropout(x, 0.5).numpy(), m1)
     ta.manual_seed(5)
-    a = backend.rng(np).standard_normal(3)
+    xp = backend.default_xp()
+    a = backend.as_numpy(backend.rng(xp).standard_normal(3))
     ta.manual_seed(5)
-    np.testing.assert_array_equal(backend.rng().standard_normal(3), a)
+    np.testing.assert_array_equal(backend.as_numpy(backend.rng().standard_normal(3)), a)
 
 
 def test_scatter_add_accumulates_repeats():
@@ -63,25 +67,49 @@ def test_as_numpy_and_to_device_cpu():
         backend.to_device(a, "tpu")
 
 
-class _FakeGpuArray:
-    """Stands in for a CuPy array in the device-mix checks (no GPU needed)."""
-
-    def __init__(self, shape, dtype=np.float32):
-        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
-
-
-def test_device_mix_is_a_clear_error(monkeypatch):
-    fake_cupy = type("FakeCuPy", (), {"ndarray": _FakeGpuArray})
-    monkeypatch.setattr(backend, "cupy", fake_cupy)
-    gpu_arr, cpu_arr = _FakeGpuArray((3, 4)), np.ones((3, 4), np.float32)
-    assert backend.device_of(gpu_arr) == "gpu" and backend.device_of(cpu_arr) == "cpu"
-    backend.check_same_device("add", cpu_arr, cpu_arr)               # fine
-    backend.check_same_device("add", gpu_arr, gpu_arr)               # fine
+def test_device_mix_is_a_clear_error(backend):
+    """On the device backend (CuPy, or the strict stand-in without a GPU) a host array meeting a
+    device array is caught before any arithmetic, with both shapes named."""
+    if backend != "cupy":
+        pytest.skip("needs the device backend")
+    gpu_arr, cpu_arr = ta.ones(3, 4).data, np.ones((3, 4), np.float32)
+    assert backend_mod.device_of(gpu_arr) == "gpu" and backend_mod.device_of(cpu_arr) == "cpu"
+    backend_mod.check_same_device("add", cpu_arr, cpu_arr)               # fine
+    backend_mod.check_same_device("add", gpu_arr, gpu_arr)               # fine
     with pytest.raises(RuntimeError, match=r"matmul: arrays on different devices.*\.to\('gpu'\)"):
-        backend.check_same_device("matmul", cpu_arr, gpu_arr)
+        backend_mod.check_same_device("matmul", cpu_arr, gpu_arr)
     with pytest.raises(RuntimeError, match=r"add: arrays on different devices \(cpu/NumPy and gpu/CuPy: "
                                            r"cpu \(3, 4\), gpu \(3, 4\)\)"):
         F.add(ta.Tensor(cpu_arr), ta.Tensor(gpu_arr))                # caught before any arithmetic
+
+
+def test_set_device_module_plugs_in_and_restores():
+    """_set_device_module: every backend helper follows the plugged-in module; restoring works."""
+    import strict_xp
+    old = backend_mod._set_device_module(strict_xp, strict_xp.ndarray, asnumpy=strict_xp.asnumpy,
+                                         scatter_add=strict_xp.scatter_add,
+                                         special=strict_xp.special, name="strict_xp")
+    try:
+        assert backend_mod.gpu_available()
+        ta.use_backend("cupy")
+        assert backend_mod.default_xp() is strict_xp
+        d = backend_mod.to_device(np.arange(3.0), "gpu")
+        assert isinstance(d, strict_xp.ndarray) and backend_mod.get_array_module(d, 1.0) is strict_xp
+        assert backend_mod.device_of(d) == "gpu" and backend_mod.is_gpu_array(d)
+        np.testing.assert_array_equal(backend_mod.as_numpy(d), [0, 1, 2])
+        backend_mod.scatter_add(d, np.array([1, 1]), strict_xp.asarray([1.0, 2.0]))
+        np.testing.assert_array_equal(backend_mod.to_device(d, "cpu"), [0, 4, 2])
+        ta.manual_seed(7)
+        a = backend_mod.rng().standard_normal(3)
+        ta.manual_seed(7)
+        assert isinstance(a, strict_xp.ndarray)
+        np.testing.assert_array_equal(backend_mod.as_numpy(backend_mod.rng().standard_normal(3)),
+                                      backend_mod.as_numpy(a))
+    finally:
+        backend_mod._set_device_module(**old)
+    assert backend_mod.gpu_available() == (old["xp"] is not None)
+    if old["xp"] is None:
+        assert ta.get_backend() == "numpy" and backend_mod.default_xp() is np
 
 
 # --- on a GPU ---------------------------------------------------------------------------------
@@ -89,14 +117,13 @@ def test_device_mix_is_a_clear_error(monkeypatch):
 @gpu
 @needs_gpu
 def test_cupy_backend_roundtrip():
-    import cupy
     ta.use_backend("cupy")
     try:
         x = ta.randn(3, 4, dtype=np.float64, requires_grad=True)
-        assert isinstance(x.data, cupy.ndarray) and x.device == "gpu"
+        assert backend.is_gpu_array(x.data) and x.device == "gpu"
         y = (x @ x.T).tanh().sum()
         y.backward()
-        assert isinstance(x.grad.data, cupy.ndarray)
+        assert backend.is_gpu_array(x.grad.data)
         c = x.to("cpu")
         assert c.device == "cpu" and isinstance(c.data, np.ndarray) and c.is_leaf
         np.testing.assert_allclose(c.grad.numpy(), x.grad.numpy())
@@ -110,7 +137,7 @@ def test_cupy_backend_roundtrip():
 @gpu
 @needs_gpu
 def test_cupy_device_mix_and_seed():
-    x = ta.tensor(np.ones(3, np.float32))
+    x = ta.tensor(np.ones(3, np.float32), device="cpu")
     g = x.to("gpu")
     with pytest.raises(RuntimeError, match="different devices"):
         x + g

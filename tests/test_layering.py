@@ -12,7 +12,7 @@ RANK = {
     "autograd": 1,
     "functions": 2,
     "kernels": 2,
-    "gradcheck": 2,
+    "gradcheck": 2, "check": 2,
     "nn": 3,
     "losses": 4, "optim": 4, "train": 4, "serialization": 4,
     "attention": 5,

@@ -16,7 +16,7 @@ def built64(layer, shape, rng):
     """Build ``layer`` on a float32 input of ``shape``, then cast it to float64 for gradchecks."""
     layer(ta.tensor(rng.standard_normal(shape).astype(np.float32)))
     for p in layer.parameters():                     # random weights, so that every one matters
-        p.data = p.data + rng.standard_normal(p.shape).astype(p.dtype) * 0.3
+        p.data = p.data + ta.backend.to_device(rng.standard_normal(p.shape).astype(p.dtype) * 0.3, p.device)
     return layer.astype("float64")
 
 
@@ -233,3 +233,21 @@ def test_layers_in_sequential(rng):
     x = ta.tensor(rng.standard_normal((2, 6, 3)).astype(np.float32))
     assert model(x).shape == (2, 2)
     assert [w.shape for w in model.get_weights()] == [(3, 3, 4), (4,), (4,), (4,), (4, 2), (2,)]
+
+
+def test_layer_builds_and_runs_on_its_inputs_device(backend, rng):
+    """The device of the inputs, not the global backend, decides where a layer builds; raw NumPy
+    inputs then move to the layer's device (as Keras moves them)."""
+    if backend != "cupy":
+        pytest.skip("needs the device backend (CuPy, or the strict stand-in)")
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    xg = ta.tensor(x, device="gpu")
+    ta.use_backend("numpy")
+    layer = nn.Dense(3)
+    y = layer(xg)
+    assert layer.kernel.device == "gpu" and y.device == "gpu"
+    ln = nn.LayerNormalization()
+    assert ln(xg).device == "gpu" and ln.gamma.device == "gpu"
+    np.testing.assert_allclose(layer(x).numpy(), y.numpy(), rtol=1e-6)    # NumPy input, GPU layer
+    cpu = nn.Dense(3)
+    assert cpu(ta.tensor(x, device="cpu")).device == "cpu" and cpu.kernel.device == "cpu"

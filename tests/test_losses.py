@@ -255,3 +255,22 @@ def test_losses_on_backend(backend, rng):
     assert ta.backend.get_array_module(p.grad.data) is xp
     ref = L.sparse_categorical_crossentropy(y_true, y_pred.astype(np.float32), from_logits=True).item()
     assert np.isfinite(out.item()) and np.isfinite(ref)
+
+
+@pytest.mark.parametrize("name,fn,kind,kw", CASES, ids=IDS)
+def test_float32_loss_on_the_device_equals_the_host(name, fn, kind, kw, backend, rng):
+    """Every float32 loss, weighted and masked, runs on the device (no NumPy scalar or host array
+    meets the device arrays: strict stand-in) and equals the host value; its gradient stays there."""
+    y_true, y_pred = _data(rng, kind)
+    y_pred = y_pred.astype(np.float32)
+    sw, mask = rng.random((B, T)).astype(np.float32), rng.random((B, T)) > 0.4
+    dev = "gpu" if backend == "cupy" else "cpu"
+    p = ta.tensor(y_pred, device=dev, requires_grad=True)
+    for reduction in ("sum_over_batch_size", "sum"):
+        out = fn(ta.tensor(y_true, device=dev), p, sample_weight=ta.tensor(sw, device=dev),
+                 mask=ta.tensor(mask, device=dev), reduction=reduction, **kw)
+        host = fn(y_true, ta.tensor(y_pred, device="cpu"), sample_weight=sw, mask=mask, reduction=reduction, **kw)
+        assert out.dtype == np.float32 and out.device == dev
+        np.testing.assert_allclose(out.numpy(), host.numpy(), rtol=2e-6)
+    out.backward()
+    assert p.grad.device == dev and p.grad.dtype == np.float32

@@ -25,8 +25,8 @@ def _problem(rng, dtype=np.float64):
     """A least-squares problem: loss = mean((X w + b − y)²) with parameters w (4, 2), b (2,)."""
     X = rng.standard_normal((16, 4)).astype(dtype)
     Y = rng.standard_normal((16, 2)).astype(dtype)
-    w = Parameter(rng.standard_normal((4, 2)).astype(dtype))
-    b = Parameter(np.zeros(2, dtype))
+    w = Parameter(ta.tensor(rng.standard_normal((4, 2)).astype(dtype)).data)
+    b = Parameter(ta.tensor(np.zeros(2, dtype)).data)
 
     def loss():
         return ((ta.tensor(X) @ w + b - ta.tensor(Y)) ** 2).mean()
@@ -41,59 +41,59 @@ def _train(opt, params, loss, steps):
 
 
 def test_sgd_plain_step_closed_form(rng):
-    p = Parameter(rng.standard_normal(5))
+    p = Parameter(ta.tensor(rng.standard_normal(5)).data)
     g = rng.standard_normal(5)
-    p0 = p.data.copy()
+    p0 = p.numpy()
     opt = optim.SGD([p], lr=0.3, weight_decay=0.1)
     p.grad = ta.tensor(g)
     opt.step()
-    np.testing.assert_allclose(p.data, p0 - 0.3 * (g + 0.1 * p0), rtol=1e-15)
+    np.testing.assert_allclose(p.numpy(), p0 - 0.3 * (g + 0.1 * p0), rtol=1e-15)
 
 
 def test_sgd_momentum_two_steps_closed_form(rng):
-    p = Parameter(rng.standard_normal(3))
+    p = Parameter(ta.tensor(rng.standard_normal(3)).data)
     g1, g2 = rng.standard_normal(3), rng.standard_normal(3)
-    p0 = p.data.copy()
+    p0 = p.numpy()
     opt = optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True)
     p.grad = ta.tensor(g1)
     opt.step()                       # b = g1; d = g1 + 0.9 g1
     p1 = p0 - 0.1 * (g1 + 0.9 * g1)
-    np.testing.assert_allclose(p.data, p1, rtol=1e-14)
+    np.testing.assert_allclose(p.numpy(), p1, rtol=1e-14)
     p.grad = ta.tensor(g2)
     opt.step()                       # b = 0.9 g1 + g2; d = g2 + 0.9 b
     b = 0.9 * g1 + g2
-    np.testing.assert_allclose(p.data, p1 - 0.1 * (g2 + 0.9 * b), rtol=1e-14)
+    np.testing.assert_allclose(p.numpy(), p1 - 0.1 * (g2 + 0.9 * b), rtol=1e-14)
 
 
 def test_adam_first_step_is_lr_times_sign(rng):
     """After one step m̂ = g and v̂ = g², so the update is lr · g / (|g| + ε) ≈ lr · sign(g)."""
-    p = Parameter(rng.standard_normal(6))
+    p = Parameter(ta.tensor(rng.standard_normal(6)).data)
     g = rng.standard_normal(6)
-    p0 = p.data.copy()
+    p0 = p.numpy()
     opt = optim.Adam([p], lr=0.01)
     p.grad = ta.tensor(g)
     opt.step()
-    np.testing.assert_allclose(p.data, p0 - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(p.numpy(), p0 - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-12)
 
 
 def test_adamw_decay_is_decoupled(rng):
     """With a zero gradient, Adam's L2 term still moves p (through m/v) but AdamW only shrinks it."""
-    p = Parameter(rng.standard_normal(4))
-    p0 = p.data.copy()
+    p = Parameter(ta.tensor(rng.standard_normal(4)).data)
+    p0 = p.numpy()
     opt = optim.AdamW([p], lr=0.1, weight_decay=0.5)
     p.grad = ta.tensor(np.zeros(4))
     opt.step()
-    np.testing.assert_allclose(p.data, p0 * (1 - 0.1 * 0.5), rtol=1e-15)
+    np.testing.assert_allclose(p.numpy(), p0 * (1 - 0.1 * 0.5), rtol=1e-15)
 
 
 def test_rmsprop_first_step_closed_form(rng):
-    p = Parameter(rng.standard_normal(4))
+    p = Parameter(ta.tensor(rng.standard_normal(4)).data)
     g = rng.standard_normal(4)
-    p0 = p.data.copy()
+    p0 = p.numpy()
     opt = optim.RMSprop([p], lr=0.01, alpha=0.9)
     p.grad = ta.tensor(g)
     opt.step()
-    np.testing.assert_allclose(p.data, p0 - 0.01 * g / (np.sqrt(0.1 * g * g) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(p.numpy(), p0 - 0.01 * g / (np.sqrt(0.1 * g * g) + 1e-8), rtol=1e-12)
 
 
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
@@ -114,23 +114,23 @@ def test_reduces_loss_in_place_and_keeps_dtype(name, kw, rng):
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
 def test_state_dict_resume_is_bit_identical(name, kw, rng):
     params, loss = _problem(rng)
-    init = [p.data.copy() for p in params]
+    init = [p.numpy() for p in params]
     opt = getattr(optim, name)(params, **kw)
     _train(opt, params, loss, 5)
-    saved_params = [p.data.copy() for p in params]
+    saved_params = [p.numpy() for p in params]
     saved = opt.state_dict()
     _train(opt, params, loss, 7)
-    straight = [p.data.copy() for p in params]
+    straight = [p.numpy() for p in params]
 
     for p, a in zip(params, init):       # scramble everything, then resume from the snapshot
-        p.data = a.copy()
+        p.data = ta.backend.to_device(a.copy(), p.device)
     fresh = getattr(optim, name)(params, lr=123.0)  # wrong lr on purpose: the state restores it
     fresh.load_state_dict(saved)
     for p, a in zip(params, saved_params):
-        p.data = a.copy()
+        p.data = ta.backend.to_device(a.copy(), p.device)
     _train(fresh, params, loss, 7)
     for p, a in zip(params, straight):
-        np.testing.assert_array_equal(p.data, a)
+        np.testing.assert_array_equal(p.numpy(), a)
     assert fresh.param_groups[0]["lr"] == kw["lr"]
 
 
@@ -139,9 +139,9 @@ def test_state_dict_is_a_copy(rng):
     opt = optim.Adam(params)
     _train(opt, params, loss, 2)
     sd = opt.state_dict()
-    before = sd["state"][0]["exp_avg"].copy()
+    before = ta.backend.as_numpy(sd["state"][0]["exp_avg"]).copy()
     _train(opt, params, loss, 2)
-    np.testing.assert_array_equal(sd["state"][0]["exp_avg"], before)
+    np.testing.assert_array_equal(ta.backend.as_numpy(sd["state"][0]["exp_avg"]), before)
     assert sd["state"][0]["step"] == 2 and sd["param_groups"][0]["params"] == [0, 1]
 
 
@@ -150,25 +150,25 @@ def test_load_state_dict_errors(rng):
     opt = optim.Adam(params)
     _train(opt, params, loss, 1)
     sd = opt.state_dict()
-    other = optim.Adam([Parameter(np.zeros((3, 3)))])
+    other = optim.Adam([Parameter(ta.tensor(np.zeros((3, 3))).data)])
     with pytest.raises(ValueError, match="a group has 2 parameters in the state but 1"):
         other.load_state_dict(sd)
-    other = optim.Adam([Parameter(np.zeros((3, 3))), Parameter(np.zeros(2))])
+    other = optim.Adam([Parameter(ta.tensor(np.zeros((3, 3))).data), Parameter(ta.tensor(np.zeros(2)).data)])
     with pytest.raises(ValueError, match=r"state 'exp_avg' of parameter 0 has shape \(4, 2\), the parameter \(3, 3\)"):
         other.load_state_dict(sd)
 
 
 def test_param_groups_and_skipping(rng):
-    a, b, c = (Parameter(rng.standard_normal(3)) for _ in range(3))
+    a, b, c = (Parameter(ta.tensor(rng.standard_normal(3)).data) for _ in range(3))
     opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}, {"params": [c]}], lr=0.1)
-    a0, b0, c0 = a.data.copy(), b.data.copy(), c.data.copy()
+    a0, b0, c0 = a.numpy(), b.numpy(), c.numpy()
     g = np.ones(3)
     a.grad, b.grad = ta.tensor(g), ta.tensor(g)         # c has no gradient: skipped
     opt.step()
-    np.testing.assert_allclose(a.data, a0 - 0.1)
-    np.testing.assert_allclose(b.data, b0 - 1.0)
-    np.testing.assert_array_equal(c.data, c0)
-    np.testing.assert_array_equal(a.grad.data, g)       # gradients are not modified
+    np.testing.assert_allclose(a.numpy(), a0 - 0.1)
+    np.testing.assert_allclose(b.numpy(), b0 - 1.0)
+    np.testing.assert_array_equal(c.numpy(), c0)
+    np.testing.assert_array_equal(a.grad.numpy(), g)       # gradients are not modified
     opt.lr = 0.5
     assert [grp["lr"] for grp in opt.param_groups] == [0.5, 0.5, 0.5]
     opt.zero_grad()
@@ -186,50 +186,50 @@ def test_constructor_errors():
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])
     with pytest.raises(ValueError, match="nesterov momentum needs momentum > 0"):
-        optim.SGD([Parameter(np.zeros(2))], lr=0.1, nesterov=True)
+        optim.SGD([Parameter(ta.tensor(np.zeros(2)).data)], lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="invalid learning rate"):
-        optim.Adam([Parameter(np.zeros(2))], lr=-1)
+        optim.Adam([Parameter(ta.tensor(np.zeros(2)).data)], lr=-1)
     with pytest.raises(ValueError, match="betas"):
-        optim.Adam([Parameter(np.zeros(2))], betas=(0.9, 1.0))
-    p = Parameter(np.zeros(2))
+        optim.Adam([Parameter(ta.tensor(np.zeros(2)).data)], betas=(0.9, 1.0))
+    p = Parameter(ta.tensor(np.zeros(2)).data)
     with pytest.raises(ValueError, match="appears twice"):
         optim.SGD([p, p])
 
 
 def test_clip_grad_norm(rng):
-    a, b = Parameter(rng.standard_normal((3, 2))), Parameter(rng.standard_normal(4))
+    a, b = Parameter(ta.tensor(rng.standard_normal((3, 2))).data), Parameter(ta.tensor(rng.standard_normal(4)).data)
     ga, gb = rng.standard_normal((3, 2)) * 3, rng.standard_normal(4) * 3
     a.grad, b.grad = ta.tensor(ga), ta.tensor(gb)
     norm = np.sqrt((ga ** 2).sum() + (gb ** 2).sum())
     total = optim.clip_grad_norm([a, b], 1.0)
     assert total == pytest.approx(norm, rel=1e-12)
     coef = 1.0 / (norm + 1e-6)
-    np.testing.assert_allclose(a.grad.data, ga * coef, rtol=1e-12)
-    np.testing.assert_allclose(b.grad.data, gb * coef, rtol=1e-12)
-    new = np.sqrt((a.grad.data ** 2).sum() + (b.grad.data ** 2).sum())
+    np.testing.assert_allclose(a.grad.numpy(), ga * coef, rtol=1e-12)
+    np.testing.assert_allclose(b.grad.numpy(), gb * coef, rtol=1e-12)
+    new = np.sqrt((a.grad.numpy() ** 2).sum() + (b.grad.numpy() ** 2).sum())
     assert new == pytest.approx(1.0, rel=1e-5)
     # below the threshold: unchanged
     assert optim.clip_grad_norm([a, b], 10.0) == pytest.approx(new, rel=1e-12)
     assert optim.clip_grad_norm([a, b], 10.0, norm_type=np.inf) == pytest.approx(
-        max(np.abs(a.grad.data).max(), np.abs(b.grad.data).max()))
+        max(np.abs(a.grad.numpy()).max(), np.abs(b.grad.numpy()).max()))
 
 
 def test_clip_grad_norm_with_shared_gradient_arrays():
     """(a + b): one upstream gradient flows to both leaves; each is scaled exactly once."""
-    a, b = Parameter(np.zeros(4)), Parameter(np.zeros(4))
+    a, b = Parameter(ta.tensor(np.zeros(4)).data), Parameter(ta.tensor(np.zeros(4)).data)
     ((a + b) * 3.0).sum().backward()
     total = optim.clip_grad_norm([a, b], 1.0)
     assert total == pytest.approx(np.sqrt(8 * 9))
-    np.testing.assert_allclose(a.grad.data, 3.0 / (np.sqrt(72) + 1e-6))
-    np.testing.assert_allclose(b.grad.data, 3.0 / (np.sqrt(72) + 1e-6))
+    np.testing.assert_allclose(a.grad.numpy(), 3.0 / (np.sqrt(72) + 1e-6))
+    np.testing.assert_allclose(b.grad.numpy(), 3.0 / (np.sqrt(72) + 1e-6))
 
 
 @pytest.mark.parametrize("name,kw", CONFIGS[::3], ids=IDS[::3])
 def test_step_on_backend(backend, name, kw, rng):
     """Parameters stay on their device (NumPy or CuPy) and match the NumPy run."""
     xp = ta.backend.default_xp()
-    p_np = Parameter(rng.standard_normal(5).astype(np.float32))
-    p_dev = Parameter(xp.asarray(p_np.data.copy()))
+    p_np = Parameter(rng.standard_normal(5).astype(np.float32))       # on the host, on purpose
+    p_dev = Parameter(ta.tensor(xp.asarray(p_np.numpy())).data)
     opts = [getattr(optim, name)([p], **kw) for p in (p_np, p_dev)]
     for _ in range(3):
         g = rng.standard_normal(5).astype(np.float32)
@@ -237,4 +237,4 @@ def test_step_on_backend(backend, name, kw, rng):
         for o in opts:
             o.step()
     assert ta.backend.get_array_module(p_dev.data) is xp
-    np.testing.assert_allclose(ta.backend.as_numpy(p_dev.data), p_np.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ta.backend.as_numpy(p_dev.data), p_np.numpy(), rtol=1e-5, atol=1e-6)

@@ -34,7 +34,7 @@ def test_gru_cell_fn_gradcheck(rng, reset_after):
 @pytest.mark.parametrize("zero_output", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_lstm_sequence_fn_gradcheck(rng, masked, zero_output, bias):
-    mask = MASK_BT.T.copy() if masked else None
+    mask = ta.tensor(MASK_BT.T.copy()).data if masked else None   # a Function takes arrays on the data's device
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, B, U), t64(rng, D, 4 * U), t64(rng, U, 4 * U)]
     args += [t64(rng, 4 * U)] if bias else []
     assert ta.gradcheck(lambda *a: LSTMSequenceFn(mask, zero_output)(*a), args, n_directions=2)
@@ -44,7 +44,7 @@ def test_lstm_sequence_fn_gradcheck(rng, masked, zero_output, bias):
 @pytest.mark.parametrize("masked,zero_output", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_gru_sequence_fn_gradcheck(rng, reset_after, masked, zero_output, bias):
-    mask = MASK_BT.T.copy() if masked else None
+    mask = ta.tensor(MASK_BT.T.copy()).data if masked else None   # a Function takes arrays on the data's device
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, D, 3 * U), t64(rng, U, 3 * U)]
     if bias:
         args.append(t64(rng, 2, 3 * U) if reset_after else t64(rng, 3 * U))
@@ -54,14 +54,15 @@ def test_gru_sequence_fn_gradcheck(rng, reset_after, masked, zero_output, bias):
 def test_sequence_fn_only_some_outputs_used(rng):
     """Gradients when only h_T (not the sequence, not c_T) reaches the loss."""
     args = [t64(rng, T, B, D), t64(rng, B, U), t64(rng, B, U), t64(rng, D, 4 * U), t64(rng, U, 4 * U)]
-    assert ta.gradcheck(lambda *a: LSTMSequenceFn(MASK_BT.T.copy())(*a)[1], args)
+    assert ta.gradcheck(lambda *a: LSTMSequenceFn(ta.tensor(MASK_BT.T.copy()).data)(*a)[1], args)
     assert ta.gradcheck(lambda *a: LSTMSequenceFn()(*a)[2], args)
 
 
 def test_sequence_matches_cell_loop(rng):
     """One fused Function over T steps == T calls of the fused cell."""
-    x, h0, c0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, U)), rng.standard_normal((B, U))
-    K, R, b = rng.standard_normal((D, 4 * U)), rng.standard_normal((U, 4 * U)), rng.standard_normal(4 * U)
+    dev = lambda *shape: ta.tensor(rng.standard_normal(shape))     # noqa: E731  (on the test's backend)
+    x, h0, c0 = dev(T, B, D), dev(B, U), dev(B, U)
+    K, R, b = dev(D, 4 * U), dev(U, 4 * U), dev(4 * U)
     out, hT, cT = LSTMSequenceFn()(x, h0, c0, K, R, b)
     h, c = ta.tensor(h0), ta.tensor(c0)
     for t in range(T):
@@ -69,8 +70,8 @@ def test_sequence_matches_cell_loop(rng):
         np.testing.assert_allclose(out.numpy()[t], h.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(cT.numpy(), c.numpy(), rtol=1e-12, atol=1e-12)
     for reset_after in (True, False):
-        Kg, Rg = rng.standard_normal((D, 3 * U)), rng.standard_normal((U, 3 * U))
-        bg = rng.standard_normal((2, 3 * U)) if reset_after else rng.standard_normal(3 * U)
+        Kg, Rg = dev(D, 3 * U), dev(U, 3 * U)
+        bg = dev(2, 3 * U) if reset_after else dev(3 * U)
         out, hT = GRUSequenceFn(reset_after)(x, h0, Kg, Rg, bg)
         h = ta.tensor(h0)
         for t in range(T):

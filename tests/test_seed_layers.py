@@ -240,7 +240,7 @@ def test_time_step_matches_numpy(rng, single):
 def test_time_step_gradcheck(rng, single):
     x = T(rng.standard_normal((2, 4, 3)))
     layer = built64(TimeStepAttention(single_attention_vector=single), x)
-    layer.bias.data = rng.standard_normal(4)
+    layer.bias.data = ta.backend.to_device(rng.standard_normal(4), layer.bias.device)
     check_both(lambda x, *p: layer(x), [x] + layer.parameters())
 
 
@@ -300,7 +300,7 @@ def test_self_attention_gradcheck_with_mask(rng, causal):
     x = T(rng.standard_normal((2, 4, 3)))
     layer = built64(SelfAttention(num_heads=2, key_dim=2, causal=causal), x)
     for p in layer.parameters():                           # nonzero biases, so they are really checked
-        p.data = p.data + 0.1 * rng.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(0.1 * rng.standard_normal(p.shape), p.device)
     mask = np.array([[True, True, True, False], [True, True, True, True]])
     check_both(lambda x, *p: layer(x, mask=mask), [x] + layer.parameters())
     _, w = layer(x, mask=mask, return_attention_scores=True)

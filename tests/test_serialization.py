@@ -16,8 +16,8 @@ class TinyNet(Module):
     def __init__(self, d_in=3, hidden=5, d_out=2, seed=0, dtype=np.float32):
         super().__init__()
         r = np.random.default_rng(seed)
-        self.w1 = Parameter(r.standard_normal((d_in, hidden)).astype(dtype))
-        self.b1 = Parameter(np.zeros(hidden, dtype))
+        self.w1 = Parameter(ta.tensor(r.standard_normal((d_in, hidden)).astype(dtype)).data)
+        self.b1 = Parameter(ta.tensor(np.zeros(hidden, dtype)).data)
         self.head = Head(hidden, d_out, r, dtype)
 
     def forward(self, x):
@@ -27,8 +27,8 @@ class TinyNet(Module):
 class Head(Module):
     def __init__(self, d_in, d_out, r, dtype):
         super().__init__()
-        self.kernel = Parameter(r.standard_normal((d_in, d_out)).astype(dtype))
-        self.bias = Parameter(r.standard_normal(d_out).astype(dtype))
+        self.kernel = Parameter(ta.tensor(r.standard_normal((d_in, d_out)).astype(dtype)).data)
+        self.bias = Parameter(ta.tensor(r.standard_normal(d_out).astype(dtype)).data)
 
     def forward(self, h):
         return h @ self.kernel + self.bias
@@ -58,7 +58,7 @@ def test_round_trip_bit_identical(tmp_path, data):
     np.testing.assert_array_equal(fresh(ta.tensor(x)).numpy(), model(ta.tensor(x)).numpy())
     for (n1, p1), (n2, p2) in zip(model.named_parameters(), fresh.named_parameters()):
         assert n1 == n2 and p1.dtype == p2.dtype
-        np.testing.assert_array_equal(p1.data, p2.data)
+        np.testing.assert_array_equal(p1.numpy(), p2.numpy())
     with np.load(path, allow_pickle=False) as f:
         assert str(f["__format__"]) == "tinyattn-checkpoint"
         assert int(f["__version__"]) == serialization.FORMAT_VERSION
@@ -81,7 +81,7 @@ def test_optimizer_state_resumes_bit_identically(tmp_path, data):
     assert fresh_opt.param_groups[0]["lr"] == 0.01 and fresh_opt.param_groups[0]["betas"] == (0.9, 0.999)
     _train(fresh, fresh_opt, x, y, 5)
     for k, v in straight.items():
-        np.testing.assert_array_equal(fresh.state_dict()[k], v)
+        np.testing.assert_array_equal(ta.backend.as_numpy(fresh.state_dict()[k]), ta.backend.as_numpy(v))
 
 
 def test_sgd_momentum_state_and_wrong_optimizer(tmp_path, data):
@@ -132,7 +132,7 @@ def test_save_overwrites_atomically(tmp_path):
     ta.save(new, path)
     fresh = TinyNet(seed=3)
     ta.load(fresh, path)
-    np.testing.assert_array_equal(fresh.w1.data, new.w1.data)
+    np.testing.assert_array_equal(fresh.w1.numpy(), new.w1.numpy())
     assert os.listdir(tmp_path) == ["m.npz"]
 
 
@@ -188,15 +188,15 @@ def test_name_and_shape_mismatch(tmp_path):
     class Other(Module):
         def __init__(self):
             super().__init__()
-            self.w1 = Parameter(np.zeros((3, 5), np.float32))
-            self.extra = Parameter(np.zeros(2, np.float32))
+            self.w1 = Parameter(ta.tensor(np.zeros((3, 5), np.float32)).data)
+            self.extra = Parameter(ta.tensor(np.zeros(2, np.float32)).data)
 
     with pytest.raises(ValueError, match=r"missing keys: \['extra'\]; unexpected keys: \['b1'"):
         ta.load(Other(), tmp_path / "h5.npz")
     m = Other()
     ta.load(m, tmp_path / "h5.npz", strict=False)              # loads what matches
     with np.load(tmp_path / "h5.npz") as f:
-        np.testing.assert_array_equal(m.w1.data, f["param/w1"])
+        np.testing.assert_array_equal(m.w1.numpy(), f["param/w1"])
 
 
 def test_unbuilt_model_hint(tmp_path):
@@ -204,7 +204,7 @@ def test_unbuilt_model_hint(tmp_path):
 
     class Lazy(Module):
         def build(self, shape):
-            self.w = Parameter(np.zeros((shape[-1], 2), np.float32))
+            self.w = Parameter(ta.tensor(np.zeros((shape[-1], 2), np.float32)).data)
 
         def forward(self, x):
             return x @ self.w
@@ -220,7 +220,7 @@ def test_float64_and_dtype_cast(tmp_path, data):
     m32 = TinyNet(dtype=np.float32)
     ta.load(m32, tmp_path / "m.npz")                            # values cast to the model's dtype
     assert m32.w1.dtype == np.float32
-    np.testing.assert_array_equal(m32.w1.data, m64.w1.data.astype(np.float32))
+    np.testing.assert_array_equal(m32.w1.numpy(), m64.w1.numpy().astype(np.float32))
 
 
 def test_library_layers_round_trip(tmp_path, rng):

@@ -14,8 +14,8 @@ class Linear(Module):
     def __init__(self, d_in, d_out, seed=0, dtype=np.float32):
         super().__init__()
         r = np.random.default_rng(seed)
-        self.w = Parameter((r.standard_normal((d_in, d_out)) * 0.1).astype(dtype))
-        self.b = Parameter(np.zeros(d_out, dtype))
+        self.w = Parameter(ta.tensor((r.standard_normal((d_in, d_out)) * 0.1).astype(dtype)).data)
+        self.b = Parameter(ta.tensor(np.zeros(d_out, dtype)).data)
         object.__setattr__(self, "seen", {True: [], False: []})
 
     def forward(self, x):
@@ -28,8 +28,8 @@ class TwoInputs(Module):
 
     def __init__(self):
         super().__init__()
-        self.w = Parameter(np.zeros((3, 1), np.float32))
-        self.v = Parameter(np.zeros((2, 1), np.float32))
+        self.w = Parameter(ta.tensor(np.zeros((3, 1), np.float32)).data)
+        self.v = Parameter(ta.tensor(np.zeros((2, 1), np.float32)).data)
 
     def forward(self, a, b):
         return a @ self.w + b @ self.v
@@ -51,7 +51,7 @@ def test_fit_reduces_regression_loss(rng):
     assert h["loss"][-1] < 0.05 * h["loss"][0]
     after = evaluate(model, "mse", x, y)
     assert after < 0.05 * before
-    np.testing.assert_allclose(model.w.data[:, 0], [1.0, -2.0, 0.5], atol=0.1)
+    np.testing.assert_allclose(model.w.numpy()[:, 0], [1.0, -2.0, 0.5], atol=0.1)
 
 
 def test_epoch_loss_is_batch_size_weighted_mean(rng):
@@ -78,7 +78,7 @@ def test_validation_split_takes_the_last_fraction(rng):
     assert sorted(train_seen.tolist()) == sorted(2 * list(range(split_at)))
     assert val_seen.tolist() == 2 * list(range(split_at, n))      # in order, every epoch
     assert not np.array_equal(train_seen[:split_at], np.arange(split_at))   # shuffled
-    expected_val = float(((x[split_at:] @ model.w.data + model.b.data) ** 2).mean())
+    expected_val = float(((x[split_at:] @ model.w.numpy() + model.b.numpy()) ** 2).mean())
     assert h["val_loss"][0] == pytest.approx(expected_val, rel=1e-5)
 
 
@@ -117,7 +117,7 @@ def test_predict_matches_forward_and_is_numpy(rng):
     model = Linear(3, 2)
     out = predict(model, x, batch_size=5)
     assert isinstance(out, np.ndarray) and out.shape == (23, 2) and out.dtype == np.float32
-    np.testing.assert_allclose(out, x @ model.w.data + model.b.data, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out, x @ model.w.numpy() + model.b.numpy(), rtol=1e-6, atol=1e-6)
     out64 = predict(model, x.astype(np.float64))                   # float inputs cast to the model dtype
     assert out64.dtype == np.float32
 
@@ -197,10 +197,10 @@ def test_clipnorm_limits_the_step(rng):
     x, y = _regression(rng, n=8)
     y = y * 1000
     model = Linear(3, 1)
-    w0 = model.w.data.copy()
+    w0 = model.w.numpy()
     fit(model, "mse", optim.SGD(model.parameters(), lr=1.0), x, y, epochs=1, batch_size=8, verbose=0,
         clipnorm=0.5)
-    step = np.sqrt(((model.w.data - w0) ** 2).sum() + (model.b.data ** 2).sum())
+    step = np.sqrt(((model.w.numpy() - w0) ** 2).sum() + (model.b.numpy() ** 2).sum())
     assert step == pytest.approx(0.5, rel=1e-4)
 
 
@@ -228,10 +228,10 @@ def test_warns_when_optimizer_misses_lazily_built_weights(rng):
     class Lazy(Module):
         def __init__(self):
             super().__init__()
-            self.scale = Parameter(np.ones(1, np.float32))
+            self.scale = Parameter(ta.tensor(np.ones(1, np.float32)).data)
 
         def build(self, shape):
-            self.w = Parameter(np.zeros((shape[-1], 1), np.float32))
+            self.w = Parameter(ta.tensor(np.zeros((shape[-1], 1), np.float32)).data)
 
         def forward(self, x):
             return (x @ self.w) * self.scale
@@ -439,3 +439,23 @@ def test_three_fresh_processes_give_bit_identical_weights():
         assert run.returncode == 0, run.stderr
         hashes.add(run.stdout.strip())
     assert len(hashes) == 1 and len(next(iter(hashes))) == 64, hashes
+
+
+def test_fit_reads_the_device_once_per_batch(backend, rng):
+    """On the device, a training epoch waits for the device once per batch (the loss value for the
+    epoch mean) and nowhere else: no hidden ``float()``/``.item()``/``asnumpy`` in the loop. Counted
+    by the strict CuPy stand-in (tests/strict_xp.py); skips on NumPy and on a real GPU."""
+    import strict_xp
+    if backend != "cupy" or ta.backend.default_xp() is not strict_xp:
+        pytest.skip("counts the strict stand-in's device->host syncs")
+    x, y = _regression(rng, n=64)
+    model = ta.nn.Dense(1)
+    model(ta.tensor(x[:2]))                                          # builds the layer on the device
+    assert ta.backend.is_gpu_array(model.kernel.data)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    strict_xp.reset_syncs()
+    fit(model, "mse", opt, x, y, epochs=1, batch_size=16, verbose=0, shuffle=True)
+    assert strict_xp.syncs <= 4, dict(strict_xp.sync_counts)        # 64 samples / 16 = 4 batches
+    strict_xp.reset_syncs()
+    out = predict(model, x, batch_size=16)
+    assert isinstance(out, np.ndarray) and strict_xp.syncs <= 4, dict(strict_xp.sync_counts)

@@ -13,6 +13,7 @@ from .autograd import array_of as _array_of
 from .functions import *  # noqa: F401,F403  (the differentiable functions, and Tensor's methods)
 from . import functions
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
+from . import check
 
 __version__ = "0.1.0"
 

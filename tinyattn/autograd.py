@@ -20,6 +20,15 @@ stamps the tensor with the next creation sequence number, so "changed after f ra
 ``x._changed > f._seq``, and only Functions older than the latest in-place change anywhere are checked
 (no per-op cost in forward, one comparison per Function in backward).
 
+Walking a graph (what ``tinyattn.viz.draw_graph`` does): ``Tensor.creator`` is the Function that
+made a tensor (None for a leaf), ``Function.input_tensors`` its input Tensors, and
+:func:`walk_graph` yields every Function and Tensor behind a result in topological order. That
+also works after ``backward()``: a backward pass without ``retain_graph`` frees each Function's
+input Tensors and the arrays it saved for its backward (as before), keeping only a skeleton for
+walking — per input a :class:`ReleasedTensor` (shape, dtype, name, creator; no data; the live
+Tensor is returned instead while something else still holds it) and the Function's small settings
+(axis, scale ...). Arrays are never kept alive by the skeleton.
+
 Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
 Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array
 methods that Tensors share with ndarrays (``*``, ``@``, ``.sum``, ``.reshape``, ``.transpose`` ...)
@@ -85,7 +94,7 @@ class Tensor:
     silently be computed from the new values.
     """
     __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "_retain", "name",
-                 "_version", "_changed", "__weakref__")
+                 "_version", "_changed", "_keras_mask", "__weakref__")   # _keras_mask: see nn.module (Keras mask propagation)
     __array_priority__ = 200   # so ``ndarray op Tensor`` dispatches to Tensor's reflected operator
     __array_ufunc__ = None
 
@@ -144,8 +153,11 @@ class Tensor:
     def item(self):
         return self.data.item()
 
-    def __array__(self, dtype=None, copy=None):   # np.asarray(t), np.testing on Tensors
-        a = backend.as_numpy(self.data)
+    def __array__(self, dtype=None, copy=None):   # np.asarray(t), np.testing on CPU Tensors
+        if backend.is_gpu_array(self.data):       # as torch and CuPy: a device read is explicit
+            raise TypeError("a GPU Tensor cannot be converted to NumPy implicitly; use .numpy() "
+                            "(a device->host copy) or .to('cpu')")
+        a = self.data
         return a if dtype is None else a.astype(dtype)
 
     __float__ = lambda self: float(self.data.item())   # noqa: E731
@@ -238,7 +250,7 @@ class Function:
     ``backward`` returns one gradient per input (or None where there is none), each either of the
     input's shape or broadcastable to it (the engine sums broadcast axes back).
     """
-    _inputs, outputs, generation, _as_tensors, _seq = None, (), 0, False, 0
+    _inputs, outputs, generation, _as_tensors, _seq, _released = None, (), 0, False, 0, ()
 
     def __call__(self, *inputs):
         xs = inputs
@@ -283,6 +295,24 @@ class Function:
         return self._inputs if self._as_tensors else [x.data for x in self._inputs]
 
     @property
+    def input_tensors(self):
+        """The input Tensors (a tuple), for walking the graph; also after a backward pass that freed
+        them: each input still alive is returned as itself, a freed one as a :class:`ReleasedTensor`
+        (shape, dtype, name, creator; no data). Empty for a Function that recorded no graph."""
+        if self._inputs is not None:
+            return tuple(self._inputs)
+        return tuple(r if r._ref() is None else r._ref() for r in self._released)
+
+    def _release(self):
+        """Free what backward needed (the input Tensors, saved arrays); keep a skeleton for walking."""
+        self._released = list(map(ReleasedTensor, self._inputs))
+        self._inputs = None
+        d = self.__dict__
+        if len(d) > 6:                             # more than the engine's own attributes: drop the
+            for k in [k for k, v in d.items() if k not in _ENGINE_KEYS and _holds_array(v)]:
+                d[k] = None                        # arrays saved for backward (masks, gates ...)
+
+    @property
     def output_values(self):
         outs = [r() for r in self.outputs]
         if self._as_tensors:
@@ -298,6 +328,80 @@ class Function:
 
 _sequence = itertools.count(1)   # Functions recorded in a graph are numbered in creation order; an
 _last_change = [0]               # in-place change takes a number too: the latest one is kept here
+
+
+_PLAIN = frozenset((int, float, bool, str, type(None), slice))
+_ENGINE_KEYS = frozenset(("generation", "_seq", "_inputs", "outputs", "_released", "_as_tensors"))
+
+
+def _holds_array(v):
+    """Is ``v`` an array (NumPy, CuPy, a Tensor) or a tuple/list holding one?"""
+    t = type(v)
+    if t in _PLAIN:
+        return False
+    if t is tuple or t is list:
+        return any(_holds_array(e) for e in v)
+    return isinstance(v, (np.ndarray, np.generic, Tensor)) or hasattr(v, "__cuda_array_interface__")
+
+
+class ReleasedTensor:
+    """What remains of a Function's input after a backward pass freed it (``retain_graph=False``):
+    ``shape``, ``dtype``, ``name``, ``creator`` (the Function that made it, None for a leaf),
+    ``requires_grad``, ``generation``; ``grad`` is None and there is no data (``.data`` raises).
+    ``Function.input_tensors`` returns the live Tensor instead as long as something still holds it.
+    """
+    __slots__ = ("_ref", "shape", "dtype", "name", "creator", "requires_grad", "generation")
+    grad = None
+
+    def __init__(self, t):
+        a = t.data
+        self._ref, self.shape, self.dtype, self.name = weakref.ref(t), a.shape, a.dtype, t.name
+        self.creator, self.requires_grad, self.generation = t.creator, t.requires_grad, t.generation
+
+    is_leaf = property(lambda self: self.creator is None)
+    ndim = property(lambda self: len(self.shape))
+
+    @property
+    def data(self):
+        raise RuntimeError("this tensor's data was freed by backward(); keep a reference to the tensor, "
+                           "or pass retain_graph=True to backward(), to read it afterwards")
+
+    def __repr__(self):
+        return f"ReleasedTensor(shape={self.shape}, dtype={self.dtype})"
+
+
+def walk_graph(tensor):
+    """Yield every Function and Tensor of the graph behind ``tensor``, each once, in topological
+    order: a node comes after everything it was computed from (leaves first, ``tensor`` last).
+
+    Tensors are ``Tensor`` objects (or :class:`ReleasedTensor` stand-ins for intermediates a backward
+    pass freed); Functions are ``Function`` objects. Edges: ``t.creator`` -> t, and each of
+    ``f.input_tensors`` -> f. Identify nodes with :func:`node_id` (two Functions that consumed the
+    same freed tensor hold two stand-ins with one ``node_id``). Iterative: no recursion limit.
+    """
+    seen, stack = set(), [(tensor, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            yield node
+            continue
+        key = node_id(node)
+        if key in seen:
+            continue
+        seen.add(key)
+        stack.append((node, True))
+        if isinstance(node, Function):
+            parents = node.input_tensors
+        else:
+            parents = () if node.creator is None else (node.creator,)
+        for p in reversed(parents):
+            if node_id(p) not in seen:
+                stack.append((p, False))
+
+
+def node_id(node):
+    """A key that identifies a graph node (Tensor, ReleasedTensor or Function) while the graph lives."""
+    return id(node._ref) if type(node) is ReleasedTensor else id(node)
 
 
 def _to_tensors(inputs):
@@ -485,7 +589,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                         queued[key] = c
                         heappush(heap, key)
             if not retain_graph:
-                f._inputs = None
+                f._release()
     keep.update(pending)                      # what is left in pending are the leaves
     if capture is not None:
         return [keep.get(id(t), (None, None))[1] for t in capture]

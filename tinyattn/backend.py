@@ -1,78 +1,114 @@
-"""Backend: the one place that chooses the array module (NumPy or CuPy).
+"""Backend: the one place that chooses the array module (NumPy or a device module such as CuPy).
 
 Every other module asks this one for ``xp`` (the array module of its data) instead of importing
 NumPy or CuPy directly for array work, so a whole model moves to the GPU with
 ``tinyattn.use_backend("cupy")`` or ``Tensor.to("gpu")``.
 
-    xp = get_array_module(a, b)   # numpy, or cupy if any argument is a CuPy array
+    xp = get_array_module(a, b)   # numpy, or the device module if any argument is a device array
+
+The device ("gpu") module is CuPy when it imports and sees a GPU. The test-suite plugs in a strict
+stand-in instead (tests/strict_xp.py, ``pytest --backend=strict``) through
+:func:`_set_device_module`, so the device path runs on every machine.
 """
+import contextlib
 import threading
 
 import numpy as np
 
-try:  # CuPy is optional: the GPU backend.
-    import cupy
-    import cupyx
-    try:
-        _GPU_OK = cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CuPy installed but no driver / no GPU
-        _GPU_OK = False
-except ImportError:  # pragma: no cover - depends on the machine
-    cupy = None
-    cupyx = None
-    _GPU_OK = False
-
 _state = threading.local()
 _default = {"backend": "numpy"}
 _rng = {"numpy": np.random.default_rng()}
+# The device array module: xp (module), ndarray (its array type), asnumpy (device -> host copy),
+# scatter_add (target[index] += values with repeats), special (scipy.special's functions), name.
+_device = {"xp": None, "ndarray": (), "asnumpy": None, "scatter_add": None, "special": None, "name": None}
+
+
+def _set_device_module(xp, ndarray_type=None, asnumpy=None, scatter_add=None, special=None, name="cupy"):
+    """Plug in the array module used for device ("gpu") arrays; ``xp=None`` removes it.
+
+    Used once at import for real CuPy, and by the tests for their strict stand-in. Returns the
+    previous setting (a dict) so that a caller can restore it with ``_set_device_module(**old)``.
+    """
+    old = {"xp": _device["xp"], "ndarray_type": _device["ndarray"] or None,
+           "asnumpy": _device["asnumpy"], "scatter_add": _device["scatter_add"], "special": _device["special"],
+           "name": _device["name"]}
+    _device.update(xp=xp, ndarray=ndarray_type if xp is not None else (), asnumpy=asnumpy,
+                   scatter_add=scatter_add, special=special, name=name if xp is not None else None)
+    _rng.pop("device", None)
+    if xp is None and _default["backend"] == "cupy":
+        _default["backend"] = "numpy"
+    return old
+
+
+try:  # CuPy is optional: the GPU backend.
+    import cupy
+    import cupyx
+    if cupy.cuda.runtime.getDeviceCount() > 0:
+        import cupyx.scipy.special
+        _set_device_module(cupy, cupy.ndarray, asnumpy=cupy.asnumpy, scatter_add=cupyx.scatter_add,
+                           special=cupyx.scipy.special)
+except Exception:  # pragma: no cover - no CuPy, or CuPy installed without a driver / GPU
+    pass
 
 
 def gpu_available():
-    """True when CuPy imports and sees at least one GPU."""
-    return _GPU_OK
+    """True when a device module is plugged in (CuPy that sees at least one GPU)."""
+    return _device["xp"] is not None
 
 
 def use_backend(name):
     """Set where new tensors live: ``"numpy"`` (CPU) or ``"cupy"`` (GPU)."""
     if name not in ("numpy", "cupy"):
         raise ValueError(f"use_backend: unknown backend {name!r}; use 'numpy' or 'cupy'")
-    if name == "cupy" and not _GPU_OK:
+    if name == "cupy" and not gpu_available():
         raise RuntimeError("use_backend('cupy'): CuPy or a GPU is not available; "
                            "install tinyattn[gpu] on a machine with an NVIDIA GPU")
     _default["backend"] = name
 
 
 def get_backend():
-    """The name of the backend new tensors are created on."""
-    return _default["backend"]
+    """The name of the backend new tensors are created on (in this thread, see :func:`using_device`)."""
+    return getattr(_state, "backend", None) or _default["backend"]
 
 
 def default_xp():
     """The array module new tensors are created with."""
-    return cupy if _default["backend"] == "cupy" else np
+    return _device["xp"] if get_backend() == "cupy" else np
+
+
+@contextlib.contextmanager
+def using_device(device):
+    """Inside the block (this thread), new arrays go to ``device`` ("cpu"/"gpu"): a layer builds its
+    parameters and makes its constants on the device of its inputs, whatever the global backend."""
+    prev = getattr(_state, "backend", None)
+    _state.backend = "cupy" if device == "gpu" else "numpy"
+    try:
+        yield
+    finally:
+        _state.backend = prev
 
 
 def is_gpu_array(a):
-    return cupy is not None and isinstance(a, cupy.ndarray)
+    """True for an array of the device module (a CuPy array)."""
+    return isinstance(a, _device["ndarray"])
 
 
 def get_array_module(*arrays):
-    """``cupy`` if any argument is a CuPy array, else ``numpy`` (the xp pattern)."""
-    if cupy is not None:
-        for a in arrays:
-            if isinstance(a, cupy.ndarray):
-                return cupy
+    """The device module if any argument is a device array, else ``numpy`` (the xp pattern)."""
+    for a in arrays:
+        if is_gpu_array(a):
+            return _device["xp"]
     return np
 
 
 def device_of(a):
-    """``"gpu"`` for a CuPy array, ``"cpu"`` for anything else."""
+    """``"gpu"`` for a device (CuPy) array, ``"cpu"`` for anything else."""
     return "gpu" if is_gpu_array(a) else "cpu"
 
 
 def check_same_device(op, *arrays):
-    """Raise a clear error when NumPy and CuPy arrays meet in one op."""
-    if cupy is None:
+    """Raise a clear error when NumPy and device arrays meet in one op."""
+    if not gpu_available():
         return
     devs = {device_of(a) for a in arrays if hasattr(a, "shape")}
     if len(devs) > 1:
@@ -84,25 +120,31 @@ def check_same_device(op, *arrays):
 def to_device(a, device):
     """Copy array ``a`` to ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy); no copy if already there."""
     if device == "cpu":
-        return cupy.asnumpy(a) if is_gpu_array(a) else np.asarray(a)
+        return as_numpy(a)
     if device == "gpu":
-        if not _GPU_OK:
+        if not gpu_available():
             raise RuntimeError("to('gpu'): CuPy or a GPU is not available")
-        return cupy.asarray(a)
+        return a if is_gpu_array(a) else _device["xp"].asarray(a)
     raise ValueError(f"unknown device {device!r}; use 'cpu' or 'gpu'")
 
 
 def as_numpy(a):
     """A NumPy array (a copy from the GPU, the array itself on the CPU)."""
-    return cupy.asnumpy(a) if is_gpu_array(a) else np.asarray(a)
+    return _device["asnumpy"](a) if is_gpu_array(a) else np.asarray(a)
 
 
 def manual_seed(seed):
-    """Seed every random draw of tinyattn (NumPy and CuPy) reproducibly."""
+    """Seed every random draw of tinyattn (NumPy and the device module) reproducibly."""
     _rng["numpy"] = np.random.default_rng(seed)
-    if _GPU_OK:
-        cupy.random.seed(seed)
-        _rng["cupy"] = cupy.random.default_rng(seed) if hasattr(cupy.random, "default_rng") else cupy.random
+    _rng.pop("device", None)
+    if gpu_available():
+        _device["xp"].random.seed(seed)
+        _rng["device"] = _device_rng(seed)
+
+
+def _device_rng(seed=None):
+    r = _device["xp"].random
+    return r.default_rng(seed) if hasattr(r, "default_rng") else r
 
 
 def rng(xp=None):
@@ -110,15 +152,23 @@ def rng(xp=None):
     xp = xp or default_xp()
     if xp is np:
         return _rng["numpy"]
-    if "cupy" not in _rng:
-        _rng["cupy"] = cupy.random.default_rng() if hasattr(cupy.random, "default_rng") else cupy.random
-    return _rng["cupy"]
+    if "device" not in _rng:
+        _rng["device"] = _device_rng()
+    return _rng["device"]
+
+
+def special(xp):
+    """scipy.special's namespace for ``xp`` (``cupyx.scipy.special`` on the device), for ``erf``."""
+    if xp is np:
+        import scipy.special
+        return scipy.special
+    return _device["special"]
 
 
 def scatter_add(target, index, values):
     """``target[index] += values`` with repeated indices accumulated (np.add.at / cupyx.scatter_add)."""
     if is_gpu_array(target):
-        cupyx.scatter_add(target, index, values)
+        _device["scatter_add"](target, index, values)
     else:
         np.add.at(target, index, values)
     return target

@@ -121,7 +121,7 @@ def reduce_loss(values, sample_weight=None, mask=None, reduction="sum_over_batch
         if reduction in ("sum_over_batch_size", "mean"):
             valid = int(m.sum())
             scale = values.size / valid if valid else 0.0     # Keras's divide_no_nan(total, valid)
-            weight = Tensor(xp.where(m, dtype.type(scale), dtype.type(0)))
+            weight = Tensor(m.astype(dtype) * scale)
         else:
             weight = Tensor(m.astype(dtype))
     if sample_weight is not None:
@@ -142,7 +142,7 @@ def reduce_loss(values, sample_weight=None, mask=None, reduction="sum_over_batch
     if reduction == "sum":
         return total
     n = values.size
-    return total / dtype.type(n) if n else total * dtype.type(0)
+    return total / n if n else total * 0     # Python numbers: no host scalar meets the device
 
 
 # -- per-sample losses --------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, sample_weight=None, m
     y_pred = _pred(y_pred, name)
     y, y_pred = _align_pair(name, _true(y_true, y_pred), y_pred)
     if label_smoothing:
-        y = y * y.dtype.type(1.0 - label_smoothing) + y.dtype.type(0.5 * label_smoothing)
+        y = y * float(1.0 - label_smoothing) + float(0.5 * label_smoothing)   # Python numbers: weak
     if from_logits:
         bce = F.softplus(y_pred) - y_pred * y
     else:
@@ -222,7 +222,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, sample_weight=No
                          f"(one-hot targets; use sparse_categorical_crossentropy for integer labels)")
     if label_smoothing:
         k = y.shape[-1]
-        y = y * y.dtype.type(1.0 - label_smoothing) + y.dtype.type(label_smoothing / k)
+        y = y * float(1.0 - label_smoothing) + float(label_smoothing / k)
     if from_logits:
         logp = F.log_softmax(y_pred, axis=-1)
     else:
@@ -293,6 +293,10 @@ class Loss:
         self.options = options
 
     def __call__(self, y_true, y_pred, sample_weight=None, mask=None):
+        """mask: None means ``y_pred``'s Keras mask, if it carries one (as Keras's losses: padded
+        steps of a masked sequence output do not count, the mean is over the valid entries)."""
+        if mask is None:
+            mask = getattr(y_pred, "_keras_mask", None)
         return type(self).fn(y_true, y_pred, sample_weight=sample_weight, mask=mask,
                              reduction=self.reduction, **self.options)
 

@@ -379,5 +379,5 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, eps=1e-6):
     if coef < 1:
         for p in grads:
             g = p.grad.data
-            p.grad = Tensor(g * g.dtype.type(coef))
+            p.grad = Tensor(g * float(coef))
     return total

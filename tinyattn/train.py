@@ -307,6 +307,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
                 if not isinstance(value, Tensor) or value.size != 1:
                     raise TypeError(f"fit: the loss must return a scalar Tensor, got "
                                     f"{getattr(value, 'shape', type(value).__name__)}")
+                for r in (model.regularization_losses() if hasattr(model, "regularization_losses") else ()):
+                    value = value + r                   # Keras: the layers' losses join the loss
                 loss_value = float(value.item())
                 if terminate_on_nan and not math.isfinite(loss_value):
                     raise FloatingPointError(
@@ -321,6 +323,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
                 if clipnorm is not None:
                     clip_grad_norm(optimizer.params(), clipnorm)
                 optimizer.step()
+                if hasattr(model, "apply_constraints"):
+                    model.apply_constraints()           # Keras: constraints after each update
                 total += loss_value * len(idx)
                 if want_acc:
                     c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))

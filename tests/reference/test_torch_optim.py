@@ -62,7 +62,7 @@ class MLP:
 
 
 def _pair(problem, name, kw):
-    ours = [Parameter(a.copy()) for a in problem.init]
+    ours = [Parameter(ta.tensor(a.copy()).data) for a in problem.init]
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in problem.init]
     return ours, getattr(optim, name)(ours, **kw), theirs, getattr(torch.optim, name)(theirs, **kw)
 
@@ -86,9 +86,9 @@ def test_trajectory_matches_torch(name, kw, problem_cls, dtype, rng):
         _step(problem, ours, opt, theirs, topt)
         for p, t in zip(ours, theirs):
             assert p.dtype == dtype
-            np.testing.assert_allclose(p.data, t.detach().numpy(), **TOL[dtype],
+            np.testing.assert_allclose(p.numpy(), t.detach().numpy(), **TOL[dtype],
                                        err_msg=f"step {step + 1}")
-    assert problem.ours(ours).item() < problem.ours([Parameter(a) for a in problem.init]).item()
+    assert problem.ours(ours).item() < problem.ours([Parameter(ta.tensor(a).data) for a in problem.init]).item()
 
 
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
@@ -104,7 +104,7 @@ def test_resume_from_state_dict_matches_torch(name, kw, rng):
     for _ in range(10):
         _step(problem, ours, resumed, theirs, topt)
     for p, t in zip(ours, theirs):
-        np.testing.assert_allclose(p.data, t.detach().numpy(), **TOL[np.float64])
+        np.testing.assert_allclose(p.numpy(), t.detach().numpy(), **TOL[np.float64])
     ts = topt.state_dict()["state"]
     for i, s in snapshot["state"].items():      # same buffer names as torch, same step counts
         assert set(s) <= set(ts[i]), (s.keys(), ts[i].keys())
@@ -114,7 +114,7 @@ def test_resume_from_state_dict_matches_torch(name, kw, rng):
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
 def test_clip_grad_norm_matches_torch(norm_type, max_norm, rng):
     grads = [rng.standard_normal((3, 4)), rng.standard_normal(7), rng.standard_normal((2, 2, 2))]
-    ours = [Parameter(np.zeros_like(g)) for g in grads]
+    ours = [Parameter(ta.tensor(np.zeros_like(g)).data) for g in grads]
     theirs = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
     for p, t, g in zip(ours, theirs, grads):
         p.grad = ta.tensor(g.copy())
@@ -123,4 +123,4 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm, rng):
     ttotal = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type=norm_type)
     assert total == pytest.approx(float(ttotal), rel=1e-12)
     for p, t in zip(ours, theirs):
-        np.testing.assert_allclose(p.grad.data, t.grad.numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-15)

@@ -62,6 +62,7 @@ def attend_masked(layer, scores, values, mask=None, valid_lens=None, rate=0.0):
 class QKVLayer(Module):
     """Called as ``layer(queries, keys, values=None, ...)`` (d2l's order; values default to keys);
     casts the three to the layer's dtype and builds from their shapes (``build([q, k, v] shapes)``)."""
+    keras_mask_args = ()      # its mask arguments are not Keras masks of its inputs
     last_attention = None
 
     def __call__(self, queries, keys, values=None, *args, **kwargs):

@@ -24,7 +24,7 @@ from .. import backend
 from ..autograd import Tensor
 from ..functions import sigmoid
 from ..kernels.attention import ScaledDotProductAttention
-from ..nn import Module, Parameter, init
+from ..nn import Module, Parameter, init, regularizers, constraints
 from ..functions.masks import as_mask, causal_mask, combine_masks
 from .sliding_window import sliding_window_mask
 
@@ -36,7 +36,10 @@ class GroupedQueryAttention(Module):
 
     Args: head_dim, num_query_heads H_q, num_key_value_heads H_kv (divides H_q), dropout (on the
     weights, training only), use_bias, sliding_window (None or w: query i sees keys |i − j| < w),
-    use_gate, kernel_initializer, bias_initializer, dtype.
+    use_gate, kernel_initializer, bias_initializer, kernel/bias_regularizer, activity_regularizer
+    (as Keras: on the layer's output and on each projection's output), kernel/bias_constraint, dtype.
+    Keras masks: query_mask / value_mask / key_mask left None are read from the inputs' Keras masks,
+    and the output carries the query's.
 
     Weights (``get_weights()`` order = Keras's): query/kernel (d_q, H_q, hd), query/bias (H_q, hd),
     key/kernel (d_k, H_kv, hd), key/bias (H_kv, hd), [gate/kernel (d_q, H_q, hd), gate/bias (H_q, hd)],
@@ -51,8 +54,17 @@ class GroupedQueryAttention(Module):
 
     def __init__(self, head_dim, num_query_heads, num_key_value_heads, dropout=0.0, use_bias=True,
                  sliding_window=None, use_gate=False, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", dtype="float32"):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, dtype="float32"):
         super().__init__()
+        kr, br = regularizers.get(kernel_regularizer), regularizers.get(bias_regularizer)
+        kc, bc = constraints.get(kernel_constraint), constraints.get(bias_constraint)
+        for n in ("query", "key", "gate", "value", "output"):
+            self.add_weight_regularizer(f"{n}_kernel", kr, kc)
+            self.add_weight_regularizer(f"{n}_bias", br, bc)
+        # Keras sets the activity regularizer on the layer (a penalty on its outputs) AND on each
+        # projection sublayer (a penalty on each projection's output): both, as there.
+        self.activity_regularizer = regularizers.get(activity_regularizer)
         for nm, val in (("head_dim", head_dim), ("num_query_heads", num_query_heads),
                         ("num_key_value_heads", num_key_value_heads)):
             if not isinstance(val, (int, np.integer)) or val <= 0:
@@ -74,28 +86,38 @@ class GroupedQueryAttention(Module):
         self.bias_initializer = init.get(bias_initializer)
         self.dtype = np.dtype(dtype)
 
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The query's shape (Keras's); value and key must agree on all axes but the last."""
+        value_shape = tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        if value_shape[1:-1] != key_shape[1:-1]:
+            raise ValueError(f"GroupedQueryAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={value_shape} and key_shape={key_shape}")
+        return tuple(query_shape)
+
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
+        self.compute_output_shape(query_shape, value_shape, key_shape)
         dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
         Hq, Hkv, hd = self.num_query_heads, self.num_key_value_heads, self.head_dim
         ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, Hq, hd), dt), name="query/kernel")
+        self.query_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="query/kernel")
         if self.use_bias:
-            self.query_bias = Parameter(bi((Hq, hd), dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, Hkv, hd), dt), name="key/kernel")
+            self.query_bias = Parameter(bi((Hq, hd), dtype=dt), name="query/bias")
+        self.key_kernel = Parameter(ki((dk, Hkv, hd), dtype=dt), name="key/kernel")
         if self.use_bias:
-            self.key_bias = Parameter(bi((Hkv, hd), dt), name="key/bias")
+            self.key_bias = Parameter(bi((Hkv, hd), dtype=dt), name="key/bias")
         if self.use_gate:
-            self.gate_kernel = Parameter(ki((dq, Hq, hd), dt), name="gate/kernel")
+            self.gate_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="gate/kernel")
             if self.use_bias:
-                self.gate_bias = Parameter(bi((Hq, hd), dt), name="gate/bias")
-        self.value_kernel = Parameter(ki((dv, Hkv, hd), dt), name="value/kernel")
+                self.gate_bias = Parameter(bi((Hq, hd), dtype=dt), name="gate/bias")
+        self.value_kernel = Parameter(ki((dv, Hkv, hd), dtype=dt), name="value/kernel")
         if self.use_bias:
-            self.value_bias = Parameter(bi((Hkv, hd), dt), name="value/bias")
-        self.output_kernel = Parameter(ki((Hq, hd, dq), dt), name="attention_output/kernel")
+            self.value_bias = Parameter(bi((Hkv, hd), dtype=dt), name="value/bias")
+        self.output_kernel = Parameter(ki((Hq, hd, dq), dtype=dt), name="attention_output/kernel")
         if self.use_bias:
-            self.output_bias = Parameter(bi((dq,), dt), name="attention_output/bias")
+            self.output_bias = Parameter(bi((dq,), dtype=dt), name="attention_output/bias")
         object.__setattr__(self, "built", True)
 
     def weights(self):
@@ -107,10 +129,14 @@ class GroupedQueryAttention(Module):
                 out.append(getattr(self, f"{n}_bias"))
         return out
 
+    supports_masking = True          # the output carries the query's Keras mask
+
     def __call__(self, query, value, key=None, **kwargs):
         if not self.built:
-            self.build(tuple(query.shape), tuple(value.shape), None if key is None else tuple(key.shape))
-        return self.forward(query, value, key, **kwargs)
+            self.build(tuple(np.shape(query)) if not hasattr(query, "shape") else tuple(query.shape),
+                       tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value)),
+                       None if key is None else tuple(np.shape(key) if not hasattr(key, "shape") else key.shape))
+        return Module.__call__(self, query, value, key, **kwargs)
 
     def _dense(self, x, name):
         """x (B, T, d) @ kernel (d, H, hd) + bias (H, hd) → (B, T, H, hd), one (B·T, d) GEMM."""
@@ -122,10 +148,21 @@ class GroupedQueryAttention(Module):
         y = x.reshape(B * T, d) @ W.reshape(d, -1)
         if self.use_bias:
             y = y + getattr(self, f"{name}_bias").reshape(-1)
-        return y.reshape(B, T, W.shape[1], W.shape[2])
+        y = y.reshape(B, T, W.shape[1], W.shape[2])
+        self._record_activity(y, gate=name == "gate")
+        return y
+
+    def _record_activity(self, t, gate=False):
+        """Keras's sublayer activity penalty R(t) / batch size (with an activity_regularizer; the
+        gate sublayer's output is σ(t))."""
+        reg = self.__dict__.get("activity_regularizer")
+        if reg is not None:
+            t = sigmoid(t) if gate else t
+            self.__dict__.setdefault("_sublayer_activity_losses", []).append(reg(t) * (1.0 / t.shape[0]))
 
     def forward(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
                 return_attention_scores=False, training=None, use_causal_mask=False):
+        object.__setattr__(self, "_sublayer_activity_losses", [])
         query, value = self.cast_input(query, "query"), self.cast_input(value, "value")
         key = value if key is None else self.cast_input(key, "key")
         if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
@@ -174,6 +211,7 @@ class GroupedQueryAttention(Module):
         if self.use_bias:
             y = y + self.output_bias
         y = y.reshape(B, tq, dq)
+        self._record_activity(y)
         if return_attention_scores:
             return y, w.reshape(B, Hq, tq, tk)
         return y

@@ -22,6 +22,14 @@ dtype on entry.
 (In float64 a fully masked row of ``Attention`` keeps the softmax of its unmasked scores, since
 s − 1e9 still resolves the differences — again exactly what Keras computes in float64.)
 
+Keras masks propagate (see ``tinyattn.nn.module``): called on Tensors that carry Keras masks (from
+``Embedding(mask_zero=True)``, an LSTM with ``return_sequences``, ...), ``Attention`` and
+``AdditiveAttention`` take ``mask = [query's mask, value's mask]`` unless a mask is given, and their
+output carries the query mask (``compute_mask``, Keras 3.15's definition, edge cases included);
+``MultiHeadAttention`` reads ``query_mask``/``value_mask``/``key_mask`` the same way. Inputs with
+more than one time axis work as in Keras: (B, …, T, dim) for the two dense layers (leading axes
+broadcast), ``attention_axes`` for ``MultiHeadAttention``.
+
 ``training``: Keras's call argument. Left as None it follows the module's mode (``layer.train()`` /
 ``layer.eval()``, PyTorch style; a new Module is in training mode), whereas Keras's eager default
 is inference — pass ``training=False`` (or call ``.eval()``) to match Keras outside a training loop.
@@ -32,6 +40,7 @@ import numpy as np
 from .. import backend
 from ..functions import dropout as _dropout, broadcast_to
 from ..functions.masks import as_mask, causal_mask, combine_masks
+from ..autograd import Tensor
 from ..nn import Module, Parameter, init, cast_input
 from ._base import check_dropout
 from .additive import additive_energy
@@ -43,7 +52,15 @@ _LARGE = 1.0e9
 
 
 class _BaseDenseAttention(Module):
-    """Shared call logic of Keras's ``Attention`` and ``AdditiveAttention`` (``_score`` differs)."""
+    """Shared call logic of Keras's ``Attention`` and ``AdditiveAttention`` (``_score`` differs).
+
+    Keras masks: called as ``layer([query, value])`` on Tensors that carry Keras masks (e.g. from
+    ``Embedding(mask_zero=True)``), ``mask`` is filled with [query's mask, value's mask, key's mask]
+    (an explicit ``mask=`` wins), and the output carries the query mask (``compute_mask``).
+    Inputs of more than three axes (B, ..., T, dim) work as Keras's: the scores are a batched
+    matmul over the last two axes, the leading axes broadcast.
+    """
+    supports_masking = True
 
     def __init__(self, use_scale, dropout, dtype):
         super().__init__()
@@ -54,8 +71,9 @@ class _BaseDenseAttention(Module):
     def _unpack(self, inputs):
         name = type(self).__name__
         if not isinstance(inputs, (list, tuple)):
-            raise ValueError(f"{name}: call it on a list of inputs, namely [query, value] or "
-                             f"[query, value, key], as Keras's layer. Received: a single {type(inputs).__name__}"
+            raise ValueError(f"{name}: call it on a list of inputs: the layer must be called on a list of "
+                             f"inputs, namely [query, value] or [query, value, key], as Keras's layer. "
+                             f"Received: a single {type(inputs).__name__}"
                              f"{' of shape ' + str(tuple(inputs.shape)) if hasattr(inputs, 'shape') else ''}")
         if len(inputs) not in (2, 3):
             raise ValueError(f"{name}: call it on a list of inputs of length 2 or 3, namely [query, value] "
@@ -63,11 +81,66 @@ class _BaseDenseAttention(Module):
         q = cast_input(self, inputs[0], "query")
         v = cast_input(self, inputs[1], "value")
         k = cast_input(self, inputs[2], "key") if len(inputs) == 3 else v
-        if q.ndim != 3 or v.ndim != 3 or k.ndim != 3:
-            raise ValueError(f"{name}: query, value, key must be (B, T, dim), got {q.shape}, {v.shape}, {k.shape}")
-        if k.shape[:2] != v.shape[:2] or q.shape[0] != v.shape[0]:
-            raise ValueError(f"{name}: batch/length mismatch: query {q.shape}, value {v.shape}, key {k.shape}")
+        if q.ndim < 3 or v.ndim < 3 or k.ndim < 3:
+            raise ValueError(f"{name}: query, value, key must be (B, ..., T, dim) with at least 3 axes, got "
+                             f"{q.shape}, {v.shape}, {k.shape}")
+        if k.shape[-2] != v.shape[-2]:
+            raise ValueError(f"{name}: batch/length mismatch: key {k.shape} and value {v.shape} must have "
+                             f"the same number of steps Tv (axis -2)")
+        try:
+            np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        except ValueError:
+            raise ValueError(f"{name}: batch/length mismatch: the leading (batch) axes of query {q.shape}, "
+                             f"value {v.shape} and key {k.shape} do not broadcast") from None
         return q, v, k
+
+    def _validate_mask(self, mask):
+        name = type(self).__name__
+        if mask is None:
+            return None
+        if not isinstance(mask, (list, tuple)):
+            raise ValueError(f"{name}: layer mask must be a list, namely [query_mask, value_mask]. "
+                             f"Received: a {type(mask).__name__}")
+        if len(mask) not in (2, 3):
+            raise ValueError(f"{name}: mask must be [query_mask, value_mask] (a mask list of length 2 or "
+                             f"3, the third entry ignored, as in Keras). Received length: {len(mask)}")
+        return mask
+
+    def compute_mask(self, inputs, mask=None):
+        """The output's Keras mask = the query mask, exactly as Keras 3.15's ``compute_mask``:
+        None when ``mask`` is None or its first entry is None, else ``mask[0]`` unchanged (its
+        shape and dtype kept: a 0/1 int or float mask comes back as it is, all-True and all-False
+        masks too). ``inputs`` and ``mask`` are validated as in ``call``."""
+        name = type(self).__name__
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(f"{name}: the layer must be called on a list of inputs, namely [query, value] or "
+                             f"[query, value, key]. Received: a single {type(inputs).__name__}")
+        if len(inputs) not in (2, 3):
+            raise ValueError(f"{name}: accepts inputs list of length 2 or 3. Received length: {len(inputs)}")
+        mask = self._validate_mask(mask)
+        if mask is None or mask[0] is None:
+            return None
+        m = mask[0]
+        return m.data if isinstance(m, Tensor) else (m if hasattr(m, "dtype") else np.asarray(m))
+
+    def compute_output_shape(self, input_shape):
+        """(*query_shape[:-1], value_shape[-1]) as Keras."""
+        return (*tuple(input_shape[0])[:-1], tuple(input_shape[1])[-1])
+
+    def _calculate_score_mask(self, scores, v_mask, use_causal_mask):
+        """Keras's helper: the boolean score mask from the value mask and the causal mask (None if
+        neither): causal (1, Tq, Tv) = tril, ANDed with v_mask expanded to (B, 1, Tv)."""
+        like = scores
+        if use_causal_mask:
+            cm = causal_mask(scores.shape[-2], scores.shape[-1], like)[None]
+            if v_mask is not None:
+                return as_mask(v_mask, like, name="value_mask", where=type(self).__name__)[..., None, :] & cm
+            return cm
+        return None if v_mask is None else as_mask(v_mask, like, name="value_mask", where=type(self).__name__)
+
+    def _calculate_scores(self, query, key):
+        """Keras's name for the score function: (…, Tq, d), (…, Tv, d) → (…, Tq, Tv)."""
+        return self._score(cast_input(self, query, "query"), cast_input(self, key, "key"))
 
     def __call__(self, inputs, mask=None, **kwargs):
         q, v, k = self._unpack(inputs)
@@ -93,17 +166,12 @@ class _BaseDenseAttention(Module):
         name = type(self).__name__
         q, v, k = self._unpack(inputs)
         training = self.training if training is None else training
+        mask = self._validate_mask(mask)
         qm = vm = None
         if mask is not None:
-            if not isinstance(mask, (list, tuple)):
-                raise ValueError(f"{name}: mask must be a list, namely [query_mask, value_mask]. "
-                                 f"Received: a {type(mask).__name__}")
-            if len(mask) not in (2, 3):
-                raise ValueError(f"{name}: mask must be [query_mask, value_mask] (a third entry is "
-                                 f"ignored, as in Keras). Received length: {len(mask)}")
             qm, vm = mask[0], mask[1]
         scores = self._score(q, k)
-        B, tq, tv = scores.shape
+        tq, tv = scores.shape[-2:]
         vm = as_mask(vm, scores, name="value_mask", where=name)
         if vm is not None and vm.ndim <= 2:
             vm = vm[..., None, :]                      # (B, Tv) or (1, Tv): one mask for every query
@@ -115,9 +183,10 @@ class _BaseDenseAttention(Module):
         weights = scores.softmax(axis=-1)
         weights = _dropout(weights, self.dropout, training)
         out = weights @ v
-        qm = as_mask(qm, out, shape=(B, tq), name="query_mask", where=name)
+        qm = as_mask(qm, out, name="query_mask", where=name)
         if qm is not None:
-            out = out * qm[..., None].astype(out.dtype)
+            qm = as_mask(qm[..., None], out, shape=out.shape, name="query_mask", where=name)
+            out = out * qm.astype(out.dtype)
         return (out, weights) if return_attention_scores else out
 
 
@@ -138,7 +207,7 @@ class Attention(_BaseDenseAttention):
 
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, dtype="float32"):
         if score_mode not in ("dot", "concat"):
-            raise ValueError(f"Attention: invalid value for argument score_mode. Expected one of "
+            raise ValueError(f"Attention: Invalid value for argument score_mode. Expected one of "
                              f"{{'dot', 'concat'}}. Received: score_mode={score_mode!r}")
         super().__init__(use_scale, dropout, dtype)
         self.score_mode = score_mode

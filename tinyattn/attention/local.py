@@ -84,6 +84,7 @@ class LocalAttention(Module):
     (B, Tq, Tk) are kept in ``last_attention`` (and returned with ``return_attention_scores=True``).
     Weights: ``w (d, d)``, and for "predictive" ``w_p (d, units)``, ``v_p (units, 1)``.
     """
+    keras_mask_args = ()      # its mask arguments are not Keras masks of its inputs
 
     def __init__(self, window=2, mode="predictive", units=32, dtype="float32"):
         super().__init__()

@@ -19,8 +19,15 @@ from ..autograd import Tensor, array_of
 from ..functions import concat, split
 from ..functions.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
-from ..nn import Module, Parameter, init, cast_input
+from ..functions import sigmoid
+from ..nn import Module, Parameter, init, cast_input, regularizers, constraints
 from ._base import check_rank
+from .sliding_window import sliding_window_mask
+
+
+def xp_reshape(xp, mask, full, shape):
+    """A boolean mask broadcast to ``full`` and reshaped to ``shape`` (merging axes)."""
+    return xp.ascontiguousarray(xp.broadcast_to(mask, full)).reshape(shape)
 
 __all__ = ["MultiHeadAttention", "SelfAttention"]
 
@@ -55,11 +62,26 @@ class MultiHeadAttention(Module):
     """Multi-head attention (Vaswani et al. 2017), as ``keras.layers.MultiHeadAttention``.
 
     Args: num_heads H, key_dim dk, value_dim dv (default dk), dropout (on the attention weights,
-    training only), use_bias (True), output_shape (default: the query's last dimension).
+    training only), use_bias (True), output_shape (default: the query's last dimension; an int or a
+    tuple: the output kernel is (H, dv, *output_shape), as Keras's), attention_axes (None: every axis
+    between batch and features; an int or a tuple, negative axes counting from the input's end),
+    sliding_window (None or w ≥ 1: query i sees keys |i − j| < w, a symmetric band, ANDed with the
+    other masks; 3-D inputs), use_gate (Keras's gated attention: O_h ← O_h ⊙ σ(query W^G_h + b^G_h)
+    before the output projection, W^G (d_q, H, dv)), kernel/bias_regularizer,
+    activity_regularizer (on each projection's output, as Keras's sublayers), kernel/bias_constraint
+    (on every projection), the initialisers and dtype.
+
+    N-D inputs (Keras's einsum semantics): query (B, …, d_q), value/key (B, …, d) of the same rank.
+    Axes not in ``attention_axes`` (and the batch axis) are batch axes and must agree between query
+    and key; the attention axes are flattened into one sequence of Tq = ∏ query sizes and
+    Tk = ∏ key sizes positions (e.g. attention_axes=(1, 2) on images (B, H, W, C): every pixel
+    attends to every pixel). The scores come back as (*batch axes, H, *query attention axes,
+    *key attention axes). use_causal_mask and sliding_window need the attention over axis 1 alone
+    (3-D inputs, or attention_axes=1), as Keras builds those masks from axis 1 (it fails otherwise).
 
     Weights (``get_weights()`` order, Keras shapes):
         query/kernel (d_q, H, dk), query/bias (H, dk), key/kernel (d_k, H, dk), key/bias (H, dk),
-        value/kernel (d_v, H, dv), value/bias (H, dv), attention_output/kernel (H, dv, *out),
+        [gate/kernel (d_q, H, dv), gate/bias (H, dv) with use_gate,] value/kernel (d_v, H, dv), value/bias (H, dv), attention_output/kernel (H, dv, *out),
         attention_output/bias (*out,)      — biases only with use_bias.
 
     query (B, Tq, d_q), value (B, Tk, d_v), key (B, Tk, d_k) (default: value):
@@ -77,77 +99,145 @@ class MultiHeadAttention(Module):
     key left gets zero weights and a zero output row.
     """
 
+    supports_masking = True          # the output carries the query's Keras mask
+
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype="float32"):
+                 attention_axes=None, sliding_window=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, use_gate=False,
+                 dtype="float32"):
         super().__init__()
         for nm, val in (("num_heads", num_heads), ("key_dim", key_dim)):
-            if not isinstance(val, (int, np.integer)) or val <= 0:
-                raise ValueError(f"MultiHeadAttention: {nm} must be a positive integer, got {val!r}")
-        if value_dim is not None and (not isinstance(value_dim, (int, np.integer)) or value_dim <= 0):
-            raise ValueError(f"MultiHeadAttention: value_dim must be a positive integer or None, got {value_dim!r}")
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val <= 0:
+                raise ValueError(f"MultiHeadAttention: received an invalid value for argument `{nm}`, "
+                                 f"expected a positive integer. Received: {nm}={val!r}")
+        if value_dim is not None and (isinstance(value_dim, bool) or not isinstance(value_dim, (int, np.integer))
+                                      or value_dim <= 0):
+            raise ValueError(f"MultiHeadAttention: received an invalid value for argument `value_dim`, "
+                             f"expected a positive integer or None. Received: value_dim={value_dim!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout}")
+        if sliding_window is not None and (isinstance(sliding_window, bool) or
+                                           not isinstance(sliding_window, (int, np.integer)) or sliding_window <= 0):
+            raise ValueError(f"MultiHeadAttention: `sliding_window` must be `None` or a positive integer. "
+                             f"Received: sliding_window={sliding_window!r}")
+        if isinstance(attention_axes, (int, np.integer)) and not isinstance(attention_axes, bool):
+            attention_axes = (int(attention_axes),)
+        elif attention_axes is not None and not isinstance(attention_axes, (list, tuple)):
+            raise ValueError(f"MultiHeadAttention: `attention_axes` must be an int, list, or tuple. "
+                             f"Received: attention_axes={attention_axes!r}")
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
         self.value_dim = int(value_dim) if value_dim else self.key_dim
         self.dropout = float(dropout)
         self.use_bias = use_bias
+        self.use_gate = bool(use_gate)
         self.output_shape = _output_shape(output_shape)
+        self.attention_axes = None if attention_axes is None else tuple(int(a) for a in attention_axes)
+        self.sliding_window = None if sliding_window is None else int(sliding_window)
         self.kernel_initializer = init.get(kernel_initializer)
         self.bias_initializer = init.get(bias_initializer)
         self.dtype = np.dtype(dtype)
+        kr, br = regularizers.get(kernel_regularizer), regularizers.get(bias_regularizer)
+        kc, bc = constraints.get(kernel_constraint), constraints.get(bias_constraint)
+        for n in ("query", "key", "gate", "value", "output"):          # every projection, as Keras's
+            self.add_weight_regularizer(f"{n}_kernel", kr, kc)         # EinsumDense sublayers
+            self.add_weight_regularizer(f"{n}_bias", br, bc)
+        # Keras hands the activity regularizer to each projection (EinsumDense) sublayer: a penalty
+        # R(projection output) / batch size for query, key, [gate,] value and the output projection.
+        object.__setattr__(self, "_projection_activity_regularizer", regularizers.get(activity_regularizer))
 
     # -- building ------------------------------------------------------------------------------
     def build(self, query_shape, value_shape=None, key_shape=None):
-        """Create the weights for query (…, d_q), value (…, d_v) and key (…, d_k) feature sizes."""
+        """Create the weights for query (B, …, d_q), value (B, …, d_v) and key (B, …, d_k)."""
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
+        if len(value_shape) > 1 and tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(f"MultiHeadAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={tuple(value_shape)} and "
+                             f"key_shape={tuple(key_shape)}")
         dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
         H, kd, vd = self.num_heads, self.key_dim, self.value_dim
         out = self.output_shape or (dq,)
         ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, H, kd), dt), name="query/kernel")
+        self.query_kernel = Parameter(ki((dq, H, kd), dtype=dt), name="query/kernel")
         if self.use_bias:
-            self.query_bias = Parameter(bi((H, kd), dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, H, kd), dt), name="key/kernel")
+            self.query_bias = Parameter(bi((H, kd), dtype=dt), name="query/bias")
+        self.key_kernel = Parameter(ki((dk, H, kd), dtype=dt), name="key/kernel")
         if self.use_bias:
-            self.key_bias = Parameter(bi((H, kd), dt), name="key/bias")
-        self.value_kernel = Parameter(ki((dv, H, vd), dt), name="value/kernel")
+            self.key_bias = Parameter(bi((H, kd), dtype=dt), name="key/bias")
+        if self.use_gate:
+            self.gate_kernel = Parameter(ki((dq, H, vd), dtype=dt), name="gate/kernel")
+            if self.use_bias:
+                self.gate_bias = Parameter(bi((H, vd), dtype=dt), name="gate/bias")
+        self.value_kernel = Parameter(ki((dv, H, vd), dtype=dt), name="value/kernel")
         if self.use_bias:
-            self.value_bias = Parameter(bi((H, vd), dt), name="value/bias")
-        self.output_kernel = Parameter(ki((H, vd) + tuple(out), dt), name="attention_output/kernel")
+            self.value_bias = Parameter(bi((H, vd), dtype=dt), name="value/bias")
+        self.output_kernel = Parameter(ki((H, vd) + tuple(out), dtype=dt), name="attention_output/kernel")
         if self.use_bias:
-            self.output_bias = Parameter(bi(tuple(out), dt), name="attention_output/bias")
+            self.output_bias = Parameter(bi(tuple(out), dtype=dt), name="attention_output/bias")
         object.__setattr__(self, "built", True)
 
     def weights(self):
-        if self.use_bias:
-            return [self.query_kernel, self.query_bias, self.key_kernel, self.key_bias,
-                    self.value_kernel, self.value_bias, self.output_kernel, self.output_bias]
-        return [self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel]
+        names = ["query", "key"] + (["gate"] if self.use_gate else []) + ["value", "output"]
+        out = []
+        for n in names:
+            out.append(getattr(self, f"{n}_kernel"))
+            if self.use_bias:
+                out.append(getattr(self, f"{n}_bias"))
+        return out
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The output shape, as Keras: the query's shape with its last axis replaced by
+        ``output_shape`` (default: unchanged). Checks value/key agree on all axes but the last."""
+        query_shape, value_shape = tuple(query_shape), tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        if value_shape[1:-1] != key_shape[1:-1]:
+            raise ValueError(f"MultiHeadAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={value_shape} and key_shape={key_shape}")
+        return query_shape[:-1] + self.output_shape if self.output_shape else query_shape
+
+    def _axes(self, rank):
+        """The attention axes for inputs of ``rank`` axes, as Keras normalises them: None → every
+        axis between the batch and the features; a negative axis a counts from the input's end
+        (a + rank). Returns (batch axes, attention axes), both of input axes 0..rank−2."""
+        if self.attention_axes is None:
+            axes = tuple(range(1, rank - 1))
+        else:
+            axes = tuple(a if a >= 0 else rank + a for a in self.attention_axes)
+        if not axes or any(not 1 <= a <= rank - 2 for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"MultiHeadAttention: attention_axes {self.attention_axes} do not fit inputs of "
+                             f"rank {rank}: they must be distinct axes between the batch axis 0 and the "
+                             f"feature axis {rank - 1}")
+        batch = tuple(i for i in range(rank - 1) if i not in axes)
+        return batch, axes
 
     def __call__(self, query, value, key=None, **kwargs):
         same_qv, same_kv = value is query, key is None or key is value
         query = cast_input(self, query, "query")
         value = query if same_qv else cast_input(self, value, "value")
         key = value if same_kv else cast_input(self, key, "key")
+        if value.shape[1:-1] != key.shape[1:-1]:
+            raise ValueError(f"MultiHeadAttention: all dimensions of `value` and `key`, except the last one, "
+                             f"must be equal. Received: value_shape={value.shape} and key_shape={key.shape}")
         if not self.built:
-            if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
-                raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d), got "
-                                 f"{query.shape}, {value.shape}, {key.shape}")
+            if query.ndim < 3 or value.ndim < 3 or key.ndim < 3:
+                raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d) or have more "
+                                 f"axes (B, …, d), got {query.shape}, {value.shape}, {key.shape}")
             self.build(tuple(query.shape), tuple(value.shape), tuple(key.shape))
         return Module.__call__(self, query, value, key, **kwargs)
 
     # -- the computation -----------------------------------------------------------------------
     def _project(self, x, names):
-        """Project x (B, T, d) with one or more of "query"/"key"/"value" that share this input.
+        """Project x (B, …, d) with one or more of "query"/"key"/"value"/"gate" that share this input
+        → [(B, …, H, n)] (Keras's EinsumDense "…d,dhn->…hn").
 
-        One projection: x W + b as ONE (B·T, d) @ (d, H·n) GEMM -> (B, H, T, n) (a reshape and a
-        transpose view). Several (self-attention: query is key is value; or key is value): their
-        kernels side by side, (B·T, d) @ [W^Q | W^K | W^V], then split — one bigger GEMM each way,
-        and in backward gx = gY Wᵀ at once instead of three products and two additions.
+        One projection: x W + b as ONE (N, d) @ (d, H·n) GEMM and a reshape. Several (self-attention:
+        query is key is value; or key is value): their kernels side by side, (N, d) @ [W^Q | W^K | W^V],
+        then split — one bigger GEMM each way, and in backward gx = gY Wᵀ at once.
         """
-        B, T, d = x.shape
+        d = x.shape[-1]
+        lead = x.shape[:-1]
         ks = [getattr(self, f"{n}_kernel") for n in names]
         for n, w in zip(names, ks):
             if d != w.shape[0]:
@@ -157,63 +247,123 @@ class MultiHeadAttention(Module):
         ns = [w.shape[2] for w in ks]
         W = ks[0].reshape(d, H * ns[0]) if len(ks) == 1 else \
             concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], axis=1)
-        y = x.reshape(B * T, d) @ W
+        y = x.reshape(-1, d) @ W
         if self.use_bias:
             bs = [getattr(self, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
             y = y + (bs[0] if len(bs) == 1 else concat(bs, axis=0))
         parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
-        return [part.reshape(B, T, H, n).transpose(0, 2, 1, 3) for part, n in zip(parts, ns)]
+        return [part.reshape(*lead, H, n) for part, n in zip(parts, ns)]
 
-    def _mask(self, like, B, tq, tk, attention_mask, query_mask, value_mask, key_mask, causal):
-        """Every mask through :func:`as_mask`, ANDed into one that broadcasts to (B, H, Tq, Tk):
-        query_mask -> (B, 1, Tq, 1), value/key masks -> (B, 1, 1, Tk), causal (Tq, Tk),
-        a 3-D attention_mask (B, Tq, Tk) -> (B, 1, Tq, Tk), a 4-D one as it is (per head)."""
-        H, w = self.num_heads, "MultiHeadAttention"
+    def _mask(self, like, batch_shape, qa, ka, attention_mask, query_mask, value_mask, key_mask, causal):
+        """Every mask through :func:`as_mask`, combined as Keras's ``_compute_attention_mask`` and
+        ``_masked_softmax`` do, into one boolean mask broadcasting to the scores
+        (*batch, H, *q_attn, *k_attn):
+
+            auto = query_mask[..., None] ∧ value_mask[..., None, :] ∧ key_mask[..., None, :]
+                   ∧ causal (1, Tq, Tk) ∧ band |i − j| < sliding_window (1, Tq, Tk)
+            mask = attention_mask ∧ auto, each first given size-1 axes before the attention axes
+                   (Keras's expansion at axis −2·len(attention_axes) − 1) up to the scores' rank
+                   (so a 4-D per-head attention_mask combines with query/value masks too).
+
+        For 3-D inputs: query_mask (B, Tq) → (B, 1, Tq, 1), value/key masks (B, Tk) → (B, 1, 1, Tk),
+        attention_mask (B, Tq, Tk) → (B, 1, Tq, Tk), a 4-D (B, H, Tq, Tk) one as it is (per head)."""
+        w = "MultiHeadAttention"
         xp = backend.get_array_module(like.data)
+        n_ax = len(qa)
+        tq, tk = int(np.prod(qa)), int(np.prod(ka))
+        sshape = tuple(batch_shape) + (self.num_heads,) + tuple(qa) + tuple(ka)
         ms = []
-        qm = as_mask(query_mask, like, shape=(B, tq), name="query_mask", where=w)
+        qm = as_mask(query_mask, like, name="query_mask", where=w)
         if qm is not None:
-            ms.append(xp.broadcast_to(qm, (B, tq))[:, None, :, None])
+            ms.append(qm[..., None])
         for nm, vm in (("value_mask", value_mask), ("key_mask", key_mask)):
-            vm = as_mask(vm, like, shape=(B, tk), name=nm, where=w)
+            vm = as_mask(vm, like, name=nm, where=w)
             if vm is not None:
-                ms.append(xp.broadcast_to(vm, (B, tk))[:, None, None, :])
+                ms.append(vm[..., None, :])
         if causal:
-            ms.append(causal_mask(tq, tk, xp))
+            ms.append(causal_mask(tq, tk, xp)[None])
+        if self.sliding_window is not None:
+            ms.append(sliding_window_mask(tq, tk, self.sliding_window, causal=False, xp=xp)[None])
         am = as_mask(attention_mask, like, name="attention_mask", where=w)
+        if not ms and am is None:
+            return None
+
+        def expand(m):                    # Keras's expansion: size-1 axes before the attention axes
+            while m.ndim < len(sshape):
+                m = xp.expand_dims(m, -2 * n_ax - 1)
+            return m
+
+        try:
+            auto = combine_masks(*ms, like=like, where=w)
+        except ValueError:
+            raise ValueError(f"MultiHeadAttention: the masks {[tuple(m.shape) for m in ms]} (query/value/key "
+                             f"masks as (…, Tq, 1) / (…, 1, Tk), causal/sliding-window (1, Tq, Tk)) do not "
+                             f"broadcast together; scores are {sshape}") from None
         if am is not None:
-            if am.ndim == 4:
-                am = as_mask(am, like, shape=(B, H, tq, tk), name="attention_mask (per head)", where=w)
-            else:
-                am = as_mask(am, like, shape=(B, tq, tk), name="attention_mask", where=w)
-                if am.ndim == 3:
-                    am = am[:, None]
-            ms.append(am)
-        return combine_masks(*ms, like=like, where=w)
+            per_head = am.ndim == len(sshape)
+            am = as_mask(expand(am), like, shape=sshape, where=w,
+                         name="attention_mask (per head)" if per_head else "attention_mask")
+        parts = [expand(m) for m in (am, auto) if m is not None]
+        try:
+            mask = parts[0] if len(parts) == 1 else parts[0] & parts[1]
+        except ValueError:
+            raise ValueError(f"MultiHeadAttention: attention_mask {tuple(am.shape)} and the query/value/key/causal "
+                             f"masks {tuple(auto.shape)} do not broadcast together; scores are {sshape}") from None
+        try:
+            ok = tuple(np.broadcast_shapes(tuple(mask.shape), sshape)) == sshape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"MultiHeadAttention: the combined mask of shape {tuple(mask.shape)} does not "
+                             f"broadcast to the scores (*batch, heads, *query axes, *key axes) = {sshape}; "
+                             f"give attention_mask as (B, Tq, Tk) (or with the input's attention axes), "
+                             f"or 4-D (B, H, Tq, Tk)")
+        return mask
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
                 training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None,
                 bias=None, rotary=None):
-        """Returns out (B, Tq, *out) [and the attention scores (B, H, Tq, Tk), before dropout].
-        training: None means ``self.training``.
+        """Returns out (B, …q, *out) [and the attention scores, before dropout:
+        (B, H, Tq, Tk) for 3-D inputs; in general (*batch axes, H, *query attention axes,
+        *key attention axes), Keras's layout]. training: None means ``self.training``.
 
+        query_mask / value_mask / key_mask: None means the Keras mask the query / value / key carries
+        (e.g. from ``Embedding(mask_zero=True)``); the output carries the query's mask.
         bias: additive score bias broadcastable to (B, H, Tq, Tk) — e.g. ``alibi_bias(H, Tq, Tk)``
         or a ``T5RelativePositionBias`` output: A_h = softmax(Q_h K_hᵀ/√dk + bias_h, masked).
         rotary: a callable applied to the projected Q_h (B, H, Tq, dk) and K_h (B, H, Tk, dk), e.g. a
-        ``RotaryEmbedding(key_dim)`` (RoPE at positions 0..T−1)."""
+        ``RotaryEmbedding(key_dim)`` (RoPE at positions 0..T−1). bias and rotary need 3-D inputs."""
+        w = "MultiHeadAttention"
         same_qv, same_kv = value is query, key is None or key is value
         query = cast_input(self, query, "query")
         value = query if same_qv else cast_input(self, value, "value")
         key = value if same_kv else cast_input(self, key, "key")
-        if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
-            raise ValueError(f"MultiHeadAttention: query, value, key must be (B, T, d), got "
+        rank = query.ndim
+        if rank < 3 or value.ndim != rank or key.ndim != rank:
+            raise ValueError(f"{w}: query, value, key must be (B, T, d) or (B, …, d) of one rank, got "
                              f"{query.shape}, {value.shape}, {key.shape}")
-        if key.shape[:2] != value.shape[:2] or query.shape[0] != value.shape[0]:
-            raise ValueError(f"MultiHeadAttention: batch/length mismatch: query {query.shape}, "
-                             f"value {value.shape}, key {key.shape}")
+        if key.shape[:-1] != value.shape[:-1]:
+            raise ValueError(f"{w}: all dimensions of `value` and `key`, except the last one, must be equal. "
+                             f"Received: value_shape={value.shape} and key_shape={key.shape}")
+        batch, axes = self._axes(rank)
+        bq = tuple(query.shape[i] for i in batch)
+        bk = tuple(key.shape[i] for i in batch)
+        if bq != bk:
+            raise ValueError(f"{w}: batch/length mismatch: query {query.shape} and value {value.shape} must "
+                             f"agree on the non-attention axes {batch} (attention_axes={axes})")
+        if (use_causal_mask or self.sliding_window is not None) and axes != (1,):
+            what = "use_causal_mask" if use_causal_mask else "sliding_window"
+            raise ValueError(f"{w}: {what} needs the attention over axis 1 alone (3-D inputs (B, T, d), or "
+                             f"attention_axes=1): Keras builds its (1, T, S) mask from axis 1 and fails "
+                             f"otherwise; got query {query.shape} with attention_axes={axes}")
+        if (bias is not None or rotary is not None) and (rank != 3):
+            raise ValueError(f"{w}: bias= and rotary= need 3-D inputs (B, T, d), got query {query.shape}")
         training = self.training if training is None else training
-        B, tq, tk = query.shape[0], query.shape[1], key.shape[1]
-        mask = self._mask(query, B, tq, tk, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
+        qa = tuple(query.shape[i] for i in axes)
+        ka = tuple(key.shape[i] for i in axes)
+        tq, tk = int(np.prod(qa)), int(np.prod(ka))
+        nb = int(np.prod(bq))
+        mask = self._mask(query, bq, qa, ka, attention_mask, query_mask, value_mask, key_mask, use_causal_mask)
         if query is value and key is value:                    # self-attention: one GEMM
             q, k, v = self._project(query, ["query", "key", "value"])
         elif key is value:                                     # key defaults to value: K, V fused
@@ -223,22 +373,48 @@ class MultiHeadAttention(Module):
             q, = self._project(query, ["query"])
             k, = self._project(key, ["key"])
             v, = self._project(value, ["value"])
+        areg = self.__dict__.get("_projection_activity_regularizer")
+        act = [] if areg is None else [areg(t) * (1.0 / t.shape[0]) for t in (q, k, v)]
+        H = self.num_heads
+        # (B, …, H, n) → (*batch, H, *attention axes, n) → (N_b, H, T, n)
+        perm = list(batch) + [rank - 1] + list(axes) + [rank]
+        inv = list(np.argsort(perm))
+
+        def heads(t, T):
+            return t.transpose(*perm).reshape(nb, H, T, t.shape[-1])
+
+        q, k, v = heads(q, tq), heads(k, tk), heads(v, tk)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
+        if mask is not None and (len(bq) != 1 or len(axes) != 1):
+            mask = xp_reshape(backend.get_array_module(query.data), mask,
+                              tuple(bq) + (H,) + qa + ka, (nb, H, tq, tk))
+        scale = 1.0 / math.sqrt(self.key_dim)
         if bias is not None:
             from .scores import scaled_dot_product_attention
             o, scores = scaled_dot_product_attention(q, k, v, mask=mask, dropout=self.dropout, return_weights=True,
-                                                     scale=1.0 / math.sqrt(self.key_dim), training=training, bias=bias)
+                                                     scale=scale, training=training, bias=bias)
         else:
-            o, scores = ScaledDotProductAttention(1.0 / math.sqrt(self.key_dim), mask, self.dropout,
-                                                  training)(q, k, v)              # (B, H, Tq, dv)
-        H, vd = self.num_heads, self.value_dim
+            o, scores = ScaledDotProductAttention(scale, mask, self.dropout, training)(q, k, v)   # (N_b, H, Tq, dv)
+        vd = self.value_dim
+        o = o.reshape(*(bq + (H,) + qa + (vd,))).transpose(*inv)                # (B, …q, H, dv)
+        if self.use_gate:                                                       # gated attention output
+            g, = self._project(query, ["gate"])
+            g = sigmoid(g)
+            if areg is not None:
+                act.append(areg(g) * (1.0 / g.shape[0]))
+            o = o * g
         out_shape = self.output_kernel.shape[2:]
         n_out = int(np.prod(out_shape))
-        y = o.transpose(0, 2, 1, 3).reshape(B * tq, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
+        y = o.reshape(-1, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
         if self.use_bias:
             y = y + self.output_bias.reshape(n_out)
-        y = y.reshape((B, tq) + tuple(out_shape))
+        y = y.reshape(tuple(query.shape[:-1]) + tuple(out_shape))
+        if areg is not None:
+            act.append(areg(y) * (1.0 / y.shape[0]))
+            object.__setattr__(self, "_sublayer_activity_losses", act)
+        if rank != 3 or len(axes) != 1:
+            scores = scores.reshape(*(bq + (H,) + qa + ka))
         return (y, scores) if return_attention_scores else y
 
     # -- PyTorch interop -----------------------------------------------------------------------
@@ -329,6 +505,7 @@ class MultiHeadAttention(Module):
             q, = self._project(query, ["query"])
             k, = self._project(key, ["key"])
             v, = self._project(value, ["value"])
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))       # (B, T, H, n) -> (B, H, T, n)
         from .scores import scaled_dot_product_attention
         mask = combine_masks(*keeps, like=query, where=w) if keeps else None
         o, scores = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias, dropout_p=self.dropout,
@@ -440,6 +617,7 @@ class SelfAttention(Module):
     attention_output/kernel (H, key_dim, d), attention_output/bias (d,).
     """
     last_attention = None
+    supports_masking = True          # the output carries x's Keras mask; ``mask`` defaults to it
 
     def __init__(self, num_heads, key_dim, causal=False, **mha_kwargs):
         super().__init__()

@@ -93,7 +93,7 @@ class ReLU(Masked):
         xp = backend.get_array_module(x)
         off = x <= 0
         self.mask = ~off
-        return xp.where(off, x.dtype.type(0), x)
+        return xp.where(off, 0, x)   # NaN is not <= 0: kept; 0 is weak: keeps dtype
 
 
 class LeakyReLU(Masked):
@@ -103,8 +103,8 @@ class LeakyReLU(Masked):
         self.slope = slope
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        self.mask = xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.slope))
+        pos = (x > 0).astype(x.dtype)
+        self.mask = pos + (1 - pos) * float(self.slope)        # Python numbers: dtype and device kept
         return x * self.mask
 
 
@@ -133,8 +133,7 @@ class Clip(Masked):
 def _erf_array(x):
     xp = backend.get_array_module(x)
     if xp is not np:
-        import cupyx.scipy.special as sp
-        return sp.erf(x)
+        return backend.special(xp).erf(x)
     try:
         from scipy.special import erf
         return erf(x).astype(x.dtype, copy=False)
@@ -171,7 +170,7 @@ class Softplus(Function):
     """y = ln(1 + eˣ) (as logaddexp(0, x), stable).   gx = gy ⊙ σ(x)."""
 
     def forward(self, x):
-        return backend.get_array_module(x).logaddexp(x.dtype.type(0), x)
+        return backend.get_array_module(x).logaddexp(0, x)
 
     def backward(self, gy):
         return gy * apply(Sigmoid(), self.inputs[0])

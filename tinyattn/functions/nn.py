@@ -97,7 +97,7 @@ class Dropout(Function):
     def forward(self, x):
         xp = backend.get_array_module(x)
         keep = backend.rng(xp).random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
-        self.mask = (keep >= self.p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self.mask = (keep >= self.p).astype(x.dtype) * float(1.0 / (1.0 - self.p))   # a Python number: weak
         return x * self.mask
 
     def backward(self, gy):

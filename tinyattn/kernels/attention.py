@@ -56,7 +56,7 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v):
         xp = backend.get_array_module(q, k, v)
-        s = xp.matmul(q * q.dtype.type(self.scale), _swap(k))      # scale the small side
+        s = xp.matmul(q * float(self.scale), _swap(k))      # scale the small side
         if self.bias is not None:
             s += self.bias                 # s has the full broadcast shape; the bias broadcasts into it
         p = softmax_(s, None if self.mask is None else ~self.mask)
@@ -64,7 +64,7 @@ class ScaledDotProductAttention(Function):
         if self.p > 0.0:
             keep = backend.rng(xp).random(p.shape, dtype=p.dtype if p.dtype in (np.float32, np.float64)
                                           else np.float64)
-            self.M = (keep >= self.p).astype(p.dtype) * p.dtype.type(1.0 / (1.0 - self.p))
+            self.M = (keep >= self.p).astype(p.dtype) * (1.0 / (1.0 - self.p))
             d = p * self.M
         else:
             self.M = None
@@ -95,7 +95,7 @@ class ScaledDotProductAttention(Function):
             r = xp.einsum("...k,...k->...", gs, p)     # Σ_k gP ⊙ P, row by row, no temporary
             gs -= r[..., None]
             gs *= p                                    # gS = P ⊙ (gP − Σ gP ⊙ P), in place
-            sc = q.dtype.type(self.scale)
+            sc = float(self.scale)
             if need_q:
                 gq = xp.matmul(gs, k)
                 gq *= sc
@@ -136,10 +136,10 @@ def _tanh_inplace(xp, h):
     is not: this is ~1.5× faster for the (…, Tq, Tk, h) tensor of additive attention, with an
     absolute error of a few float32 ulps of 1 (exp overflowing to inf gives the exact −1)."""
     with np.errstate(over="ignore"):
-        xp.multiply(h, h.dtype.type(-2), out=h)
+        xp.multiply(h, -2, out=h)
         xp.exp(h, out=h)
         h += 1
-        xp.divide(h.dtype.type(2), h, out=h)
+        xp.divide(2, h, out=h)
         h -= 1
     return h
 

@@ -4,8 +4,8 @@ The attention layers live one level up, in ``tinyattn.attention`` (import them f
 lower layer never reaches up into it). ``cast_input`` is how every layer takes its inputs: floating
 inputs are cast to the layer's dtype on entry, as in Keras.
 """
-from .module import Module, Parameter, Sequential, ModuleList, cast_input
-from . import init
+from .module import Module, Parameter, Sequential, ModuleList, cast_input, get_keras_mask, set_keras_mask
+from . import init, regularizers, constraints
 from .layers import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403

@@ -14,12 +14,13 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor, apply
 from .. import functions as F
+from ..functions.masks import as_mask
 from ..kernels.layernorm import LayerNormFn  # noqa: F401  (also importable from here, as before)
-from . import init
+from . import init, regularizers, constraints
 from .module import Module, Parameter, cast_input
 
 __all__ = ["get_activation", "Dense", "Embedding", "Dropout", "LayerNormalization", "Conv1D",
-           "GlobalMaxPooling1D", "Flatten", "Activation"]
+           "GlobalMaxPooling1D", "GlobalAveragePooling1D", "Flatten", "Activation"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -81,6 +82,14 @@ def _built(module):
     object.__setattr__(module, "built", True)
 
 
+def _regularize(module, activity=None, **weights):
+    """Resolve and attach Keras regularizers/constraints: ``name=(regularizer, constraint)`` per
+    weight attribute, ``activity`` the activity regularizer (applied to the outputs)."""
+    for name, (reg, con) in weights.items():
+        module.add_weight_regularizer(name, regularizers.get(reg), constraints.get(con))
+    module.activity_regularizer = regularizers.get(activity)
+
+
 # ------------------------------------------------------------------------------------------------
 # Dense, Activation, Flatten, Dropout
 # ------------------------------------------------------------------------------------------------
@@ -90,11 +99,18 @@ class Dense(Module):
         y = activation(x · kernel + bias):   x (…, d) → y (…, units)
     Weights: ``kernel`` (d, units) glorot-uniform, ``bias`` (units,) zeros (when ``use_bias``).
     Inputs of any rank are flattened to (N, d) for one 2-D matmul and reshaped back.
+    kernel/bias_regularizer, activity_regularizer, kernel/bias_constraint: as Keras's
+    (``tinyattn.nn.regularizers`` / ``constraints``; see ``Module.regularization_losses``).
     """
+    supports_masking = True          # the Keras mask passes through unchanged
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", input_dim=None, dtype="float32"):
+                 bias_initializer="zeros", input_dim=None, dtype="float32", kernel_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None):
         super().__init__()
+        _regularize(self, kernel=(kernel_regularizer, kernel_constraint),
+                    bias=(bias_regularizer, bias_constraint), activity=activity_regularizer)
         self.units, self.use_bias = _positive_int("Dense", "units", units), use_bias
         self.activation = get_activation(activation, "Dense")
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
@@ -130,6 +146,7 @@ class Dense(Module):
 
 class Activation(Module):
     """Apply an activation by name (Keras ``Activation``): y = activation(x), same shape."""
+    supports_masking = True          # the Keras mask passes through unchanged
 
     def __init__(self, activation, dtype="float32"):
         super().__init__()
@@ -160,6 +177,7 @@ class Dropout(Module):
     Active only in training: ``training=None`` uses the module's mode (``train()`` / ``eval()``);
     ``training=True/False`` overrides it for one call. Same shape in and out; no weights.
     """
+    supports_masking = True          # the Keras mask passes through unchanged
 
     def __init__(self, rate, dtype="float32"):
         super().__init__()
@@ -183,12 +201,16 @@ class Embedding(Module):
 
     Weight ``embeddings`` (input_dim, output_dim), initialised uniform(−0.05, 0.05) like Keras.
     With ``mask_zero`` id 0 is padding: ``compute_mask(ids)`` returns ids ≠ 0 (a boolean Tensor),
-    to pass on as a recurrent or attention layer's ``mask``.
+    and the output carries it as its Keras mask, so downstream layers (LSTM, Attention, pooling,
+    losses) read it without being passed it (see ``tinyattn.nn.module``).
     """
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
-                 dtype="float32"):
+                 dtype="float32", embeddings_regularizer=None, activity_regularizer=None,
+                 embeddings_constraint=None):
         super().__init__()
+        _regularize(self, embeddings=(embeddings_regularizer, embeddings_constraint),
+                    activity=activity_regularizer)
         self.input_dim = _positive_int("Embedding", "input_dim (the vocabulary size)", input_dim)
         self.output_dim = _positive_int("Embedding", "output_dim (the vector size)", output_dim)
         self.mask_zero = mask_zero
@@ -196,6 +218,10 @@ class Embedding(Module):
         self.embeddings = Parameter(init.get(embeddings_initializer)((self.input_dim, self.output_dim),
                                                                      dtype=self.dtype), name="embeddings")
         _built(self)
+
+    @property
+    def supports_masking(self):
+        return bool(self.mask_zero)
 
     def forward(self, ids):
         return F.embedding(cast_input(self, ids, "ids", ids=True), self.embeddings)
@@ -217,6 +243,7 @@ class LayerNormalization(Module):
     Weights: ``gamma`` (ones) then ``beta`` (zeros), each of shape (x.shape[a] for a in axis), when
     ``scale`` / ``center``. x (…) → y, same shape. Forward and backward are one fused Function.
     """
+    supports_masking = True          # the Keras mask passes through unchanged
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", dtype="float32"):
@@ -390,7 +417,9 @@ class Conv1D(Module):
 
 class GlobalMaxPooling1D(Module):
     """Max over the time axis (Keras ``GlobalMaxPooling1D``, channels-last):
-    x (B, T, C) → y (B, C) (or (B, 1, C) with ``keepdims``). The gradient goes to the maxima."""
+    x (B, T, C) → y (B, C) (or (B, 1, C) with ``keepdims``). The gradient goes to the maxima.
+    As Keras 3's layer it ignores a Keras mask (and drops it); use GlobalAveragePooling1D for a
+    masked mean."""
 
     def __init__(self, keepdims=False, dtype="float32"):
         super().__init__()
@@ -403,3 +432,35 @@ class GlobalMaxPooling1D(Module):
             raise ValueError(f"GlobalMaxPooling1D: expected input (B, T, C), got shape {x.shape}")
         return x.max(axis=1, keepdims=self.keepdims)
 
+
+
+class GlobalAveragePooling1D(Module):
+    """Mean over the time axis (Keras ``GlobalAveragePooling1D``, channels-last), masked as Keras's:
+
+        no mask:    y_bc = (1/T) Σ_t x_btc
+        mask m:     y_bc = Σ_t m_bt x_btc / Σ_t m_bt       (padded steps do not count)
+    x (B, T, C), mask (B, T) (bool or 0/1; by default the input's Keras mask) → y (B, C) (or
+    (B, 1, C) with ``keepdims``). A row with no valid step gives 0/0 = NaN, as in Keras. The output
+    carries no mask (``compute_mask`` → None).
+    """
+    supports_masking = True
+
+    def __init__(self, keepdims=False, dtype="float32"):
+        super().__init__()
+        self.keepdims = keepdims
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x, mask=None):
+        x = cast_input(self, x)
+        if x.ndim != 3:
+            raise ValueError(f"GlobalAveragePooling1D: expected input (B, T, C), got shape {x.shape}")
+        if mask is None:
+            return x.mean(axis=1, keepdims=self.keepdims)
+        m = as_mask(mask, x, shape=x.shape[:2], name="mask", where="GlobalAveragePooling1D")
+        xp = backend.get_array_module(x.data)
+        m = xp.broadcast_to(m, x.shape[:2])[:, :, None].astype(x.dtype)          # (B, T, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (x * m).sum(axis=1, keepdims=self.keepdims) / Tensor(m.sum(axis=1, keepdims=self.keepdims))
+
+    def compute_mask(self, inputs, mask=None):
+        return None

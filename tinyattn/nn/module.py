@@ -6,7 +6,34 @@
   ``eval()``, ``to(device)``, ``astype(dtype)``, ``zero_grad()``.
 * Keras-style layers build lazily on their first call (``build(input_shape)``) when the input size is
   not given, and ``get_weights()`` / ``set_weights()`` list arrays in the Keras layer's order.
+
+Keras mask propagation (Keras 3's ``Layer.__call__``, step for step)
+--------------------------------------------------------------------
+A Tensor may carry a Keras mask, ``tensor._keras_mask`` (read it with :func:`get_keras_mask`, set it
+with :func:`set_keras_mask`): a boolean array (B, T) (True = a real step) saying which steps of the
+sequence are padding. ``Module.__call__(*args, **kwargs)``:
+
+1. *mask in*: if ``forward`` has a ``mask`` parameter and the call gives none (or None),
+   ``mask`` becomes the first argument's Keras mask (for a list of tensors, the list of their
+   masks), when it carries one. Otherwise each ``<name>_mask`` parameter of ``forward``
+   (``query_mask``, ``value_mask``, ``key_mask``) left None takes the mask of the argument
+   ``<name>``. An explicit mask argument always wins. A layer whose mask arguments mean something
+   else (an attention mask (Tq, Tk), PyTorch's ``src_mask``, a d2l key mask) sets the class
+   attribute ``keras_mask_args`` to the tuple of arguments that may be filled (``()``: none).
+2. ``previous_mask`` = the ``mask`` argument (given or filled in), else the first argument's mask(s).
+3. *mask out*: after ``forward``, if the layer ``supports_masking``, its
+   ``compute_mask(first_argument, previous_mask)`` is attached to the outputs that carry none yet
+   (flattened in order). The default ``compute_mask`` returns ``previous_mask`` (pass-through) when
+   ``supports_masking``, else None; a layer that does not support masking drops the mask (its
+   output is a new Tensor without one).
+
+Layers: Embedding(mask_zero=True) makes a mask (ids ≠ 0); Dense, Activation, Dropout,
+LayerNormalization, BatchNormalization pass it through; LSTM/GRU/Bidirectional consume it and keep
+it only with ``return_sequences``; Attention/AdditiveAttention/MultiHeadAttention consume the query
+and value masks and output the query mask; GlobalAveragePooling1D takes a masked mean and outputs
+no mask; losses (``tinyattn.losses.Loss``) weight their terms by ``y_pred``'s mask, as Keras's do.
 """
+import inspect
 from collections import OrderedDict
 import inspect
 
@@ -14,6 +41,50 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, array_of
+
+
+def get_keras_mask(x):
+    """The Keras mask carried by ``x`` (a Tensor), or None (Keras's ``backend.get_keras_mask``)."""
+    return getattr(x, "_keras_mask", None) if isinstance(x, Tensor) else None
+
+
+def set_keras_mask(x, mask):
+    """Attach ``mask`` (an array or Tensor, or None to remove it) to the Tensor ``x``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"set_keras_mask: expected a Tensor, got {type(x).__name__}")
+    object.__setattr__(x, "_keras_mask", mask.data if isinstance(mask, Tensor) else mask)
+
+
+def _masks_of(x):
+    """The Keras mask of x, or for a list/tuple of inputs the list of their masks."""
+    if isinstance(x, (list, tuple)):
+        return [get_keras_mask(e) for e in x]
+    return get_keras_mask(x)
+
+
+def _flat(x):
+    if isinstance(x, (list, tuple)):
+        return [e for v in x for e in _flat(v)]
+    return [x]
+
+
+def _any_mask(m):
+    return any(e is not None for e in _flat(m))
+
+
+_SIG_CACHE = {}
+
+
+def _forward_params(cls):
+    """(names of forward's parameters, after self), cached per class."""
+    names = _SIG_CACHE.get(cls)
+    if names is None:
+        try:
+            names = tuple(p for p in inspect.signature(cls.forward).parameters if p != "self")
+        except (TypeError, ValueError):
+            names = ()
+        _SIG_CACHE[cls] = names
+    return names
 
 
 def _is_float(dtype):
@@ -48,7 +119,11 @@ def cast_input(layer, x, name="input", ids=False):
             return x
         if xd.kind not in "iufb":
             raise TypeError(f"{type(layer).__name__}: {name} has dtype {xd}; expected numbers")
-        return x.astype(dtype)
+        y = x.astype(dtype)
+        m = get_keras_mask(x)
+        if m is not None:                         # the cast keeps the Keras mask
+            object.__setattr__(y, "_keras_mask", m)
+        return y
     a = x
     if not (hasattr(a, "dtype") and hasattr(a, "shape")):
         try:
@@ -102,6 +177,9 @@ def _dtype_mix_error(module, err, args, kwargs):
                      f"inputs {', '.join(ins) or 'not floating'} ({err}). Cast the inputs with "
                      f".astype(...) or the model with model.astype(...) so both sides match")
 
+def _to_gpu(a):
+    return backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a
+
 
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires grad by default)."""
@@ -115,7 +193,13 @@ class Parameter(Tensor):
 
 
 class Module:
-    """Base class of every layer and model. Subclasses define ``forward(*args, **kwargs)``."""
+    """Base class of every layer and model. Subclasses define ``forward(*args, **kwargs)``.
+
+    ``supports_masking`` (class or instance attribute, default False) and ``compute_mask(inputs,
+    mask=None)``: Keras mask propagation, see the module docstring.
+    """
+    supports_masking = False
+    keras_mask_args = None    # None: Keras's rule for filling mask arguments; a tuple: only these
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -150,20 +234,131 @@ class Module:
 
     # -- calling ------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not self.built:
-            self.build(_input_shape(args[0] if args else None))
-            object.__setattr__(self, "built", True)
-        try:
-            return self.forward(*args, **kwargs)
-        except TypeError as e:
-            msg = str(e)
-            if "dtype mix" not in msg or "dtype mix inside the layer" in msg:
-                raise
-            raise _dtype_mix_error(self, e, args, kwargs) from e
+        first = args[0] if args else None
+        many = isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape")
+        device = self._call_device(first[0] if many else first)
+        if device == "gpu" and args:   # raw NumPy inputs go to the layer's device, as Keras moves them
+            first = type(first)(map(_to_gpu, first)) if many else _to_gpu(first)
+            args = (first,) + tuple(map(_to_gpu, args[1:]))
+        # Parameters and constants are made on that device, not on whatever the global backend says.
+        with backend.using_device(device):
+            if not self.built:
+                self.build(_input_shape(first))
+                object.__setattr__(self, "built", True)
+            previous_mask = self._fill_masks(args, kwargs)
+            try:
+                outputs = self.forward(*args, **kwargs)
+            except TypeError as e:
+                msg = str(e)
+                if "dtype mix" not in msg or "dtype mix inside the layer" in msg:
+                    raise
+                raise _dtype_mix_error(self, e, args, kwargs) from e
+        if self.supports_masking:
+            self._set_mask_metadata(args[0] if args else None, outputs, previous_mask)
+        reg = self.__dict__.get("activity_regularizer")
+        if reg is not None:                       # Keras: R(output) / batch size, per output
+            losses = []
+            for o in _flat(outputs):
+                if isinstance(o, Tensor):
+                    r = reg(o)
+                    losses.append(r * (1.0 / o.shape[0]) if o.ndim > 0 and o.shape[0] else r)
+            object.__setattr__(self, "_activity_losses", losses)
+        return outputs
+
+    # -- regularizers and constraints (Keras's layer.losses and weight constraints) -----------------
+    def add_weight_regularizer(self, name, regularizer=None, constraint=None):
+        """Attach a Keras regularizer and/or constraint (already resolved with
+        ``regularizers.get`` / ``constraints.get``) to the Parameter attribute ``name`` (it may be
+        created later, in ``build``). None entries are ignored."""
+        if "_weight_regularizers" not in self.__dict__:
+            object.__setattr__(self, "_weight_regularizers", OrderedDict())
+            object.__setattr__(self, "_weight_constraints", OrderedDict())
+        if regularizer is not None:
+            self._weight_regularizers[name] = regularizer
+        if constraint is not None:
+            self._weight_constraints[name] = constraint
+
+    def regularization_losses(self):
+        """Keras's ``layer.losses``: every weight regularizer's penalty R(w) (scalar Tensors, with
+        gradients), module by module in registration order, then the activity regularizers'
+        penalties of the last call (R(output) / batch size; ``_sublayer_activity_losses`` holds those
+        a layer records for its inner projections, as Keras's sublayers do). ``fit`` adds their sum
+        to the loss."""
+        out = []
+        for m in self.modules():
+            for name, reg in m.__dict__.get("_weight_regularizers", {}).items():
+                p = m.__dict__.get(name)
+                if p is not None:
+                    out.append(reg(p))
+            out.extend(m.__dict__.get("_activity_losses", ()))
+            out.extend(m.__dict__.get("_sublayer_activity_losses", ()))
+        return out
+
+    def apply_constraints(self):
+        """Project every constrained weight in place (``w.data ← c(w.data)``), as Keras does after
+        each optimizer update; ``fit`` calls it after ``optimizer.step()``. Returns self."""
+        for m in self.modules():
+            for name, c in m.__dict__.get("_weight_constraints", {}).items():
+                p = m.__dict__.get(name)
+                if p is not None:
+                    xp = backend.get_array_module(p.data)
+                    p.data = xp.asarray(c(p.data), dtype=p.data.dtype)
+                    p.bump_version()
+        return self
+
+    def _fill_masks(self, args, kwargs):
+        """Steps 1-2 of Keras mask propagation: fill ``mask`` / ``<name>_mask`` arguments left None
+        from the inputs' Keras masks (in ``kwargs``, in place); return ``previous_mask``."""
+        params = _forward_params(type(self))
+        named = dict(zip(params, args))
+        if self.keras_mask_args is not None:      # a layer whose mask arguments mean something else
+            params = tuple(p for p in params if p not in ("mask",) and not p.endswith("_mask")
+                           or p in self.keras_mask_args)
+        if "mask" in params:
+            if named.get("mask", kwargs.get("mask")) is None and "mask" not in named and args:
+                m = _masks_of(args[0])
+                if _any_mask(m):
+                    kwargs["mask"] = m
+        else:
+            for k, v in list(named.items()) + list(kwargs.items()):
+                mk = f"{k}_mask"
+                if mk in params and mk not in named and kwargs.get(mk) is None:
+                    m = _masks_of(v)
+                    if _any_mask(m):
+                        kwargs[mk] = m
+        explicit = named.get("mask", kwargs.get("mask"))
+        if explicit is not None:
+            return explicit
+        return _masks_of(args[0]) if args else None
+
+    def _set_mask_metadata(self, first, outputs, previous_mask):
+        """Step 3: attach ``compute_mask(first, previous_mask)`` to outputs without a mask."""
+        flat_out = [o for o in _flat(outputs)]
+        if all(get_keras_mask(o) is not None for o in flat_out if isinstance(o, Tensor)):
+            return
+        masks = self.compute_mask(first, previous_mask)
+        if masks is None:
+            return
+        for o, m in zip(flat_out, _flat(masks)):
+            if isinstance(o, Tensor) and m is not None and get_keras_mask(o) is None:
+                set_keras_mask(o, m)
+
+    def compute_mask(self, inputs, mask=None):
+        """The Keras mask of the output, from the input(s) and their mask (Keras's
+        ``Layer.compute_mask``). Default: ``mask`` unchanged when ``supports_masking``, else None."""
+        return mask if self.supports_masking else None
 
     def cast_input(self, x, name="input", ids=False):
         """:func:`cast_input` (``x`` as a Tensor in this layer's dtype, on its device)."""
         return cast_input(self, x, name, ids)
+
+    def _call_device(self, x):
+        """Where a call computes: the device of a Tensor/device-array input, else of the layer's
+        parameters, else the current backend's."""
+        if isinstance(x, Tensor) or backend.is_gpu_array(x):
+            return backend.device_of(array_of(x))
+        p = next((p for _, p in self.named_parameters()), None)
+        return p.device if p is not None else ("gpu" if backend.get_backend() == "cupy" else "cpu")
 
     def build(self, input_shape):
         """Create the parameters once the input shape is known (Keras's lazy build). Default: none."""

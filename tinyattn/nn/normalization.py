@@ -11,7 +11,7 @@ from .. import backend
 from ..autograd import Tensor, no_grad
 from .. import functions as F
 from ..functions.masks import as_mask
-from . import init
+from . import init, regularizers, constraints
 from .module import Module, Parameter
 
 __all__ = ["BatchNormalization"]
@@ -33,7 +33,7 @@ class BatchNormalization(Module):
     still normalised (with the statistics of the unmasked ones).
 
     Arguments and defaults as Keras: ``axis=-1, momentum=0.99, epsilon=1e-3, center=True,
-    scale=True`` and the four initialisers. Weights (``get_weights()`` order, each of shape
+    scale=True``, the four initialisers, beta/gamma_regularizer and beta/gamma_constraint. Weights (``get_weights()`` order, each of shape
     (x.shape[axis],)): ``gamma`` (if scale), ``beta`` (if center) — trainable Parameters — then
     ``moving_mean`` and ``moving_variance`` — buffers: saved, loaded and moved with the module, never
     given to an optimizer. Unlike PyTorch's BatchNorm the moving variance uses the biased batch
@@ -42,11 +42,15 @@ class BatchNormalization(Module):
     x (…, C, …) → y, same shape. The backward is autograd's through the plain ops above (the
     textbook form; the gradient flows through μ and σ² too, as it must in training).
     """
+    supports_masking = True          # the Keras mask passes through unchanged
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
-                 moving_variance_initializer="ones", dtype="float32"):
+                 moving_variance_initializer="ones", dtype="float32", beta_regularizer=None,
+                 gamma_regularizer=None, beta_constraint=None, gamma_constraint=None):
         super().__init__()
+        self.add_weight_regularizer("gamma", regularizers.get(gamma_regularizer), constraints.get(gamma_constraint))
+        self.add_weight_regularizer("beta", regularizers.get(beta_regularizer), constraints.get(beta_constraint))
         if isinstance(axis, (list, tuple)) or not isinstance(axis, (int, np.integer)):
             raise ValueError(f"BatchNormalization: axis must be one int (Keras), got {axis!r}")
         momentum, epsilon = float(momentum), float(epsilon)

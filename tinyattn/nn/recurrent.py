@@ -35,7 +35,7 @@ from ..autograd import Tensor
 from .. import functions as F
 from ..functions.masks import as_mask
 from ..kernels.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
-from . import init
+from . import init, regularizers, constraints
 from .layers import get_activation
 from .module import Module, Parameter, cast_input
 
@@ -370,6 +370,11 @@ class _RNN(Module):
     def __init__(self, cell, return_sequences, return_state, go_backwards, zero_output_for_mask, config):
         super().__init__()
         self.cell = cell
+        for w in ("kernel", "recurrent", "bias"):       # Keras: the cell's weights are regularized
+            name = "recurrent_kernel" if w == "recurrent" else w
+            cell.add_weight_regularizer(name, regularizers.get(config.get(f"{w}_regularizer")),
+                                        constraints.get(config.get(f"{w}_constraint")))
+        self.activity_regularizer = regularizers.get(config.get("activity_regularizer"))
         self.units = cell.units
         self.return_sequences, self.return_state, self.go_backwards = return_sequences, return_state, go_backwards
         self.zero_output_for_mask = zero_output_for_mask
@@ -377,6 +382,18 @@ class _RNN(Module):
         object.__setattr__(self, "_config", config)
         from ..kernels.rnn import register_user
         register_user(self)               # the shared LSTM/GRU buffer pool is emptied when the last layer goes
+
+    supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's RNN.compute_mask: the (first) input mask with ``return_sequences``, else None;
+        with ``return_state`` a list [output mask, None per state]."""
+        while isinstance(mask, (list, tuple)):
+            mask = mask[0] if mask else None
+        out = mask if self.return_sequences else None
+        if self.return_state:
+            return [out] + [None] * (2 if isinstance(self, LSTM) else 1)
+        return out
 
     def get_config(self):
         """The constructor arguments (used by Bidirectional to build the backward copy)."""
@@ -451,13 +468,18 @@ class LSTM(_RNN):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
                  return_state=False, go_backwards=False, zero_output_for_mask=False, dtype="float32",
-                 fused=True):
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, fused=True):
         _check_units("LSTM", units)
         _check_activations("LSTM", activation, recurrent_activation, fused)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-                   unit_forget_bias=unit_forget_bias, fused=fused)
+                   unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
+                   recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+                   activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint, fused=fused)
         cell = LSTMCell(units, activation, recurrent_activation, use_bias, kernel_initializer,
                         recurrent_initializer, bias_initializer, unit_forget_bias, dtype=dtype, fused=fused)
         super().__init__(cell, return_sequences, return_state, go_backwards, zero_output_for_mask, cfg)
@@ -492,13 +514,18 @@ class GRU(_RNN):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
                  go_backwards=False, reset_after=True, zero_output_for_mask=False, dtype="float32",
-                 fused=True):
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, fused=True):
         _check_units("GRU", units)
         _check_activations("GRU", activation, recurrent_activation, fused)
         cfg = dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-                   reset_after=reset_after, fused=fused)
+                   reset_after=reset_after, kernel_regularizer=kernel_regularizer,
+                   recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+                   activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                   recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint, fused=fused)
         cell = GRUCell(units, activation, recurrent_activation, use_bias, kernel_initializer,
                        recurrent_initializer, bias_initializer, reset_after, dtype=dtype, fused=fused)
         super().__init__(cell, return_sequences, return_state, go_backwards, zero_output_for_mask, cfg)
@@ -584,6 +611,22 @@ class Bidirectional(Module):
         self.forward_layer, self.backward_layer = layer, backward_layer
         self.merge_mode = merge_mode
         self.return_sequences, self.return_state = layer.return_sequences, layer.return_state
+
+    supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's Bidirectional.compute_mask: the input mask on the (merged) sequence output(s)
+        with ``return_sequences``, None otherwise; None for the states."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0] if mask else None
+        if self.return_sequences:
+            out = [mask, mask] if self.merge_mode is None else [mask]
+        else:
+            out = [None, None] if self.merge_mode is None else [None]
+        if self.return_state:
+            n = 2 if isinstance(self.forward_layer, LSTM) else 1
+            return out + [None] * (2 * n)
+        return out if len(out) > 1 else out[0]
 
     def weights(self):
         return self.forward_layer.weights() + self.backward_layer.weights()

@@ -45,6 +45,7 @@ def _sub(sd, prefix):
 
 class _Block(Module):
     """What both layers share: the feed-forward sublayer, the norms and the torch loading."""
+    keras_mask_args = ()      # its mask arguments are not Keras masks of its inputs
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout, activation, norm_first, layer_norm_eps,
                  bias, dtype, n_norms):
@@ -231,6 +232,8 @@ class TransformerDecoderLayer(_Block):
 
 
 class _Stack(Module):
+    keras_mask_args = ()      # its mask arguments are not Keras masks of its inputs
+
     def __init__(self, layer, num_layers, norm):
         super().__init__()
         if not isinstance(num_layers, (int, np.integer)) or num_layers <= 0:
