@@ -180,16 +180,9 @@ def main(argv=None):
         print(f"{mech:8s} on {task:8s}: alignment within ±1 {hit:.1%} (before training {hit0:.1%}), "
               f"token accuracy {acc:.1%}")
 
-    written = None
-    if args.plot:
-        written = plot(results, args.plot)
-        if written:
-            print(f"heatmaps written to {written}")
-    else:
-        for (mech, task), (_, _, w, _) in results.items():
-            ta.viz.plot_attention(w, x_labels=[f"s{s}" for s in range(w.shape[1])],
-                                  y_labels=[f"t{t}" for t in range(w.shape[0])],
-                                  title=f"{mech} on {task}: mean weights", path=None)
+    written = plot(results, args.plot)
+    if written:
+        print(f"heatmaps written to {written}")
     print(f"elapsed {time.perf_counter() - t0:.1f}s")
 
     ok = True
@@ -207,32 +200,19 @@ def main(argv=None):
 
 
 def plot(results, path):
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-    except ImportError:
-        for (mech, task), (_, _, w, _) in results.items():
-            ta.viz.plot_attention(w, title=f"{mech} on {task}", path=None)
-        return None
-    fig = Figure(figsize=(9.5, 4.2))
-    FigureCanvasAgg(fig)
-    for i, ((mech, task), (hit, acc, w, align)) in enumerate(results.items()):
-        ax = fig.add_subplot(1, len(results), i + 1)
-        im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)
-        ax.plot(align, np.arange(len(align)), "r+", markersize=10, label="expected source")
-        ax.set_xticks(range(w.shape[1]))
-        ax.set_xticklabels([f"s{s}" for s in range(w.shape[1])], rotation=90, fontsize=7)
-        ax.set_yticks(range(w.shape[0]))
-        ax.set_yticklabels([f"t{t}" for t in range(w.shape[0])])
-        ax.set_xlabel("source position (key)")
-        ax.set_ylabel("output step (query)")
-        ax.set_title(f"{mech} on {task}\nalign {hit:.0%}, acc {acc:.0%}", fontsize=10)
-        ax.legend(loc="upper right", fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label("mean attention weight")
-    fig.suptitle("Local attention (Luong 2015): mean weights on 500 held-out sequences")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return str(path)
+    """The runs' mean weights side by side (tinyattn.viz.plot_heads: shared colour scale and bar);
+    each row label names the output step and the source position it should read."""
+    first = next(iter(results.values()))
+    w0, align = first[2], first[3]
+    weights = np.stack([r[2] for r in results.values()])                     # (runs, T, S)
+    titles = [f"{m} on {t}: aligned {r[0]:.0%}, accuracy {r[1]:.0%}" for (m, t), r in results.items()]
+    out = ta.viz.plot_heads(weights, path=path or None, titles=titles,
+                            x_labels=[f"s{s}" for s in range(w0.shape[1])],
+                            y_labels=[f"t{t}→s{a}" for t, a in enumerate(align)],
+                            x_label="source position (key)", y_label="output step → expected source",
+                            colorbar_label="mean attention weight", annotate=True,
+                            title="Local attention (Luong 2015): mean weights on 500 held-out sequences")
+    return out if path else None
 
 
 if __name__ == "__main__":
