@@ -13,19 +13,23 @@
 # `tinyattn/attention/pooling.py` is both levels, with a word mask for padded sentences.
 #
 # The synthetic documents: S = 6 sentences of 4–8 words (padded to W = 8, id 0 = padding, masked)
-# drawn from 40 filler words. Exactly one sentence holds a key word, "good" or "bad", at a random
-# place; the label is 1 for "good", 0 for "bad". Everything else is noise, so a model that gets the
-# label right must read that one word, and the attention that pools it must find it.
+# drawn from 40 filler words. Exactly one sentence — the key sentence — holds the word "overall" and
+# a sentiment word, "good" or "bad", at random places; the label is 1 for "good", 0 for "bad". Each
+# other sentence holds a random "good" or "bad" too, with probability 1/2: distractors, so reading
+# every sentence's sentiment is not enough — the model must find the sentence that says "overall"
+# and read the sentiment there. (Without distractors, measured: the label is learnt in one epoch
+# while the sentence weights stay split, 52–78 % of the key sentences picked on some seeds — a
+# half-weighted key word already decides the label, so nothing sharpens the attention.)
 #
 # The model: Embedding(d) → Dense(d, tanh) per word (no recurrence: each word's feature is its own)
 # → HierarchicalAttention → Dense(1, sigmoid); binary cross-entropy, Adam.
 #
 # The check (exit 1 otherwise), on 500 held-out documents: the sentence weights' argmax is the key
-# sentence for ≥ 90 %, the word weights' argmax inside that sentence is the key word for ≥ 90 %, and
-# the label accuracy is ≥ 90 %. (Untrained, measured: 15 % of the sentence argmaxes and 34 % of the
-# word argmaxes land right by chance — sentences are 4–8 words long.)
+# sentence for ≥ 90 %, the word weights' argmax inside that sentence is one of its two key words
+# ("overall" or the sentiment word; which one is printed) for ≥ 90 %, and the label accuracy is
+# ≥ 90 %.
 #
-#     python examples/hierarchical_docs.py            # defaults, ~5 s on 2 cores
+#     python examples/hierarchical_docs.py            # defaults, ~3–5 s on 2 cores
 #     python examples/hierarchical_docs.py --quick    # the test suite's settings
 
 # %%
@@ -46,8 +50,8 @@ from tinyattn.optim import Adam                                             # no
 
 FILLER = ("the a of to and in is was it for on with as at by from this that an be are or his her "
           "they we you not but had have one all were when there can more if out so said what up").split()
-VOCAB = ["<pad>"] + FILLER + ["good", "bad"]
-GOOD, BAD = VOCAB.index("good"), VOCAB.index("bad")
+VOCAB = ["<pad>"] + FILLER + ["good", "bad", "overall"]
+GOOD, BAD, OVERALL = VOCAB.index("good"), VOCAB.index("bad"), VOCAB.index("overall")
 
 
 def parse_args(argv=None):
@@ -75,15 +79,24 @@ def parse_args(argv=None):
 # %%
 def make_docs(n, S, W, rng):
     """ids (n, S, W) (0 = padding), word_mask (n, S, W) bool, y (n, 1) float32, key_sentence (n,),
-    key_word (n,): the one "good"/"bad" sits at ids[i, key_sentence[i], key_word[i]]."""
+    key_word (n,), overall (n,): ids[i, key_sentence[i]] holds "overall" at overall[i] and the
+    sentiment word that sets the label at key_word[i]; other sentences hold a random "good"/"bad"
+    (a distractor) with probability 1/2."""
     lengths = rng.integers(W // 2, W + 1, size=(n, S))
     mask = np.arange(W)[None, None, :] < lengths[:, :, None]
     ids = rng.integers(1, 1 + len(FILLER), size=(n, S, W)) * mask
+    pos = (rng.random((n, S)) * lengths).astype(int)                      # a sentiment slot per sentence
+    noisy = rng.random((n, S)) < 0.5
+    ids[np.arange(n)[:, None], np.arange(S)[None, :], pos] = np.where(
+        noisy, rng.choice([GOOD, BAD], size=(n, S)), ids[np.arange(n)[:, None], np.arange(S)[None, :], pos])
     y = rng.integers(0, 2, size=n)
     ks = rng.integers(0, S, size=n)
-    kw = (rng.random(n) * lengths[np.arange(n), ks]).astype(int)
+    kw = pos[np.arange(n), ks]
+    ln = lengths[np.arange(n), ks]
+    ko = (kw + 1 + (rng.random(n) * (ln - 1)).astype(int)) % ln            # any other slot of the sentence
     ids[np.arange(n), ks, kw] = np.where(y == 1, GOOD, BAD)
-    return ids, mask, y.astype(np.float32)[:, None], ks, kw
+    ids[np.arange(n), ks, ko] = OVERALL
+    return ids, mask, y.astype(np.float32)[:, None], ks, kw, ko
 
 
 # %% [markdown]
@@ -104,7 +117,7 @@ class HAN(Module):
         return self.classify(doc), a_w, a_s                                  # (B, 1), (B, S, W), (B, S)
 
 
-def evaluate(model, ids, mask, y, ks, kw):
+def evaluate(model, ids, mask, y, ks, kw, ko):
     model.eval()
     with ta.no_grad():
         prob, a_w, a_s = model(ids, mask)
@@ -112,7 +125,8 @@ def evaluate(model, ids, mask, y, ks, kw):
     a_w, a_s = a_w.numpy(), a_s.numpy()
     n = len(ids)
     sent_hit = float((a_s.argmax(-1) == ks).mean())
-    word_hit = float((a_w[np.arange(n), ks].argmax(-1) == kw).mean())
+    top = a_w[np.arange(n), ks].argmax(-1)                                  # the key sentence's top word
+    word_hit = float(((top == kw) | (top == ko)).mean())
     acc = float(((prob.numpy() > 0.5) == (y > 0.5)).mean())
     return sent_hit, word_hit, acc, a_w, a_s
 
@@ -125,7 +139,7 @@ def main(argv=None):
     args = parse_args(argv)
     t0 = time.perf_counter()
     ta.manual_seed(args.seed)
-    ids, mask, y, _, _ = make_docs(args.samples, args.sentences, args.words, np.random.default_rng(args.seed))
+    ids, mask, y, _, _, _ = make_docs(args.samples, args.sentences, args.words, np.random.default_rng(args.seed))
     test = make_docs(500, args.sentences, args.words, np.random.default_rng(args.seed + 10_000))
     model = HAN(len(VOCAB), args.dim)
     model(ids[:1], mask[:1])                                                 # build the lazy layers
@@ -149,9 +163,12 @@ def main(argv=None):
     print(f"held-out (500 docs): key sentence picked {sent_hit:.1%}, key word picked {word_hit:.1%}, "
           f"label accuracy {acc:.1%}")
     print(f"mean weight on the key sentence {a_s[np.arange(500), test[3]].mean():.3f} "
-          f"(uniform: {1 / args.sentences:.3f}); on the key word "
+          f"(uniform: {1 / args.sentences:.3f}); on its sentiment word "
           f"{a_w[np.arange(500), test[3], test[4]].mean():.3f}")
 
+    top = a_w[np.arange(500), test[3]].argmax(-1)
+    print(f"the key sentence's top word is the sentiment word in {(top == test[4]).mean():.1%} of the "
+          f"documents, \"overall\" in {(top == test[5]).mean():.1%}")
     out = plot_doc(test[0][0], test[1][0], a_w[0], a_s[0], int(test[3][0]), args.plot)
     if out:
         print(f"document heatmap written to {out}")
@@ -160,13 +177,13 @@ def main(argv=None):
     # the check
     ok = True
     for what, frac in (("sentence weights picked the key sentence", sent_hit),
-                       ("word weights picked the key word", word_hit), ("label accuracy", acc)):
+                       ("word weights picked a key word", word_hit), ("label accuracy", acc)):
         if frac < args.min_frac:
             print(f"FAIL: {what}: {frac:.1%} (need >= {args.min_frac:.0%})")
             ok = False
     if ok:
         print(f"PASS: the sentence weights pick the key sentence ({sent_hit:.1%}) and the word weights "
-              f"the key word ({word_hit:.1%}) of held-out documents")
+              f"a key word of it ({word_hit:.1%}) in held-out documents")
     return 0 if ok else 1
 
 
@@ -202,7 +219,7 @@ def plot_doc(ids, mask, a_w, a_s, key_sentence, path):
                 word = VOCAB[ids[s, w]]
                 ax.text(w, s, word, ha="center", va="center", fontsize=9,
                         color="black" if share[s, w] > 0.5 * share.max() else "white",
-                        fontweight="bold" if word in ("good", "bad") else "normal")
+                        fontweight="bold" if word in ("good", "bad", "overall") else "normal")
     ax.set_xticks(range(W))
     ax.set_xticklabels([f"w{w}" for w in range(W)])
     ax.set_yticks(range(S))
