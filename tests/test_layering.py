@@ -16,6 +16,7 @@ RANK = {
     "losses": 4, "optim": 4, "train": 4, "serialization": 4,
     "attention": 5,
     "viz": 5,
+    "transformer": 6,
 }
 
 

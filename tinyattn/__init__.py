@@ -61,5 +61,5 @@ def ones_like(t):
     return Tensor(backend.get_array_module(t.data).ones_like(t.data))
 
 
-from . import nn, losses, optim, train, attention, viz  # noqa: E402  (higher layers, imported last)
+from . import nn, losses, optim, train, attention, viz, transformer  # noqa: E402  (higher layers, imported last)
 from .serialization import save, load  # noqa: E402,F401

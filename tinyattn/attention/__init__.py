@@ -6,8 +6,9 @@ from .scores import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
 from .seed_layers import *  # noqa: F401,F403
 from .variants import *  # noqa: F401,F403
+from .positions import *  # noqa: F401,F403
 from .flash import flash_attention, FlashAttention  # noqa: F401
-from . import masking, scores, layers, seed_layers, variants
+from . import masking, scores, layers, seed_layers, variants, positions
 
 __all__ = (masking.__all__ + scores.__all__ + layers.__all__ + seed_layers.__all__
-           + variants.__all__)
+           + variants.__all__ + positions.__all__)

@@ -331,9 +331,15 @@ class MultiHeadAttention(Module):
         return m[:, None] if m.ndim == 3 else m        # (B, 1, Tq, Tk): heads broadcast
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
-                training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None):
+                training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None,
+                bias=None, rotary=None):
         """Returns out (B, Tq, *out) [and the attention scores (B, H, Tq, Tk), before dropout].
-        training: None means ``self.training``."""
+        training: None means ``self.training``.
+
+        bias: additive score bias broadcastable to (B, H, Tq, Tk) — e.g. ``alibi_bias(H, Tq, Tk)``
+        or a ``T5RelativePositionBias`` output: A_h = softmax(Q_h K_hᵀ/√dk + bias_h, masked).
+        rotary: a callable applied to the projected Q_h (B, H, Tq, dk) and K_h (B, H, Tk, dk), e.g. a
+        ``RotaryEmbedding(key_dim)`` (RoPE at positions 0..T−1)."""
         same_qv, same_kv = value is query, key is None or key is value
         query = _t(query)
         value = query if same_qv else _t(value)
@@ -357,8 +363,15 @@ class MultiHeadAttention(Module):
             q, = self._project(query, ["query"])
             k, = self._project(key, ["key"])
             v, = self._project(value, ["value"])
-        o, scores = ScaledDotProductAttention(1.0 / math.sqrt(self.key_dim), mask, self.dropout,
-                                              training)(q, k, v)                  # (B, H, Tq, dv)
+        if rotary is not None:
+            q, k = rotary(q), rotary(k)
+        if bias is not None:
+            from .scores import scaled_dot_product_attention
+            o, scores = scaled_dot_product_attention(q, k, v, mask=mask, dropout=self.dropout, return_weights=True,
+                                                     scale=1.0 / math.sqrt(self.key_dim), training=training, bias=bias)
+        else:
+            o, scores = ScaledDotProductAttention(1.0 / math.sqrt(self.key_dim), mask, self.dropout,
+                                                  training)(q, k, v)              # (B, H, Tq, dv)
         H, vd = self.num_heads, self.value_dim
         out_shape = self.output_kernel.shape[2:]
         n_out = int(np.prod(out_shape))

@@ -159,7 +159,7 @@ def attend(weights, v):
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, scale=None,
-                                 return_weights=False, training=True):
+                                 return_weights=False, training=True, bias=None):
     """softmax(Q Kᵀ · scale + mask) V, with PyTorch's ``F.scaled_dot_product_attention`` semantics.
 
     q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv) -> out (..., Tq, dv)
@@ -172,6 +172,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
       with ``mask`` when both are given (PyTorch refuses both).
     * A query whose keys are all masked gets zero weights and a zero output (PyTorch ≥ 2.5).
     * dropout: probability applied to the weights when ``training`` is True.
+    * bias: an additive score bias (PyTorch's float ``attn_mask``; ALiBi, T5 relative positions),
+      an array or a (learnable) Tensor broadcastable to the scores (..., Tq, Tk), e.g. (H, Tq, Tk):
+      weights = softmax(Q Kᵀ · scale + bias, masked). With a bias the textbook composition of
+      differentiable ops runs (:func:`_biased_attention`), so the bias gets a gradient too.
 
     One fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention` node does the work.
     """
@@ -203,5 +207,31 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     if causal:
         mask = combine_masks(mask, causal_mask(tq, tk, xp))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if bias is not None:
+        out, w = _biased_attention(q, k, v, bias, mask, dropout, scale, training, xp)
+        return (out, w) if return_weights else out
     out, w = ScaledDotProductAttention(scale, mask, dropout, training)(q, k, v)
     return (out, w) if return_weights else out
+
+
+def _biased_attention(q, k, v, bias, mask, dropout, scale, training, xp):
+    """Textbook attention with an additive bias, from differentiable ops:
+
+        S = Q Kᵀ · scale + bias    (..., Tq, Tk)     P = masked softmax(S)    O = dropout(P) V
+    """
+    from ..functions import dropout as _dropout
+    from .masking import masked_softmax
+    if not isinstance(bias, Tensor):
+        bias = Tensor(xp.asarray(_arr(bias), dtype=q.dtype))   # constants on the data's device
+    sshape = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
+    try:
+        ok = tuple(np.broadcast_shapes(bias.shape, sshape)) == sshape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"scaled_dot_product_attention: bias {bias.shape} does not broadcast to scores "
+                         f"{sshape}; give it shape (..., Tq, Tk), e.g. (H, Tq, Tk) for per-head biases")
+    s = (q @ _kt(k)) * scale + bias
+    p = masked_softmax(s, mask)
+    d = _dropout(p, dropout, training=bool(training)) if dropout > 0.0 else p
+    return d @ v, p
