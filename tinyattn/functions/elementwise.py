@@ -154,21 +154,27 @@ def _horner(z, coef):
     return acc
 
 
-_ERF_CHUNK = 1 << 16
+_ERF_CHUNK = 1 << 17
+
+
+def _chunks(n):
+    """(start, stop) slices of ``_ERF_CHUNK`` elements covering range(n)."""
+    return [(i, min(i + _ERF_CHUNK, n)) for i in range(0, n, _ERF_CHUNK)]
 
 
 def _erf_numpy(x):
     """erf(x) for a NumPy float array, vectorised, in x's dtype (see :func:`_erf_block`). Large
-    arrays go through in chunks of 65536 elements so that the temporaries stay in cache (about
-    1.5-2× faster than whole-array passes for a few million elements)."""
+    arrays go through in chunks of 131072 elements so that the temporaries stay in cache (about
+    2× faster than whole-array passes for a few million elements)."""
     if x.ndim == 0:                                     # (NumPy scalars included)
-        return _erf_block(x.reshape(1)).reshape(())
-    if x.size <= _ERF_CHUNK or backend.get_array_module(x) is not np:
-        return _erf_block(x)
-    out = np.empty(x.shape, x.dtype)
-    fx, fo = x.reshape(-1), out.reshape(-1)
-    for i in range(0, fx.size, _ERF_CHUNK):
-        fo[i:i + _ERF_CHUNK] = _erf_block(fx[i:i + _ERF_CHUNK])
+        return _erf_numpy(x.reshape(1)).reshape(())
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if x.size <= _ERF_CHUNK or backend.get_array_module(x) is not np:
+            return _erf_block(x)
+        out = np.empty(x.shape, x.dtype)
+        fx, fo = x.reshape(-1), out.reshape(-1)
+        for i, j in _chunks(fx.size):
+            fo[i:j] = _erf_block(fx[i:j])
     return out
 
 
@@ -183,32 +189,40 @@ def _erf_block(x):
 
     NaN stays NaN and erf(±0) = ±0. The rational fits are fdlibm's (|error| < 2⁻⁵⁷ on each range).
     fdlibm also splits a² into a 21-bit head and a tail for erfc's *relative* accuracy; for erf
-    the tail's effect is below 1e-16 absolute, so it is computed directly here. Each range is
-    evaluated only on its own elements (gather, evaluate, scatter), not as four full passes.
-    Measured vs ``math.erf`` in float64: max |error| ≈ 2e-16 (see tests/test_ops.py).
+    the tail's effect is below 1e-16 absolute, so it is computed directly here.
+
+    The first range (most of the inputs of a GELU) is evaluated on every element, with no
+    gather; the others only on the elements outside it (gathered once, then split) and scattered
+    back, always through integer indices: NumPy's boolean-mask indexing costs ~4 ns an element on
+    random masks (branch mispredictions), integer gathers and scatters ~0.2 ns. (Callers silence the invalid/overflow warnings of the first pass on large or
+    infinite inputs, whose values are replaced.) Max |error| vs ``math.erf`` in float64 ≈ 1e-16
+    (tests/test_erf.py).
     """
     xp = backend.get_array_module(x)
-    a = xp.abs(x)
-    out = xp.sign(x)                                   # a ≥ 6, ±inf -> ±1; NaN -> NaN
-    flat_x, flat_a, flat_o = x.reshape(-1), a.reshape(-1), out.reshape(-1)
-    small = xp.flatnonzero(flat_a < 0.84375)           # includes ±0 and the tiny (x + x·efx)
-    if small.size:
-        xs = flat_x[small]
-        z = xs * xs
-        flat_o[small] = xs + xs * (_horner(z, _ERF_PP) / _horner(z, _ERF_QQ))
-    mid = xp.flatnonzero((flat_a >= 0.84375) & (flat_a < 1.25))
-    if mid.size:
-        s = flat_a[mid] - 1
-        flat_o[mid] = flat_o[mid] * (_horner(s, _ERF_PA) / _horner(s, _ERF_QA) + _ERF_ERX)
-    for lo, hi, r, q in ((1.25, 1 / 0.35, _ERF_RA, _ERF_SA), (1 / 0.35, 6.0, _ERF_RB, _ERF_SB)):
-        idx = xp.flatnonzero((flat_a >= lo) & (flat_a < hi))
-        if idx.size:
-            ai = flat_a[idx]
-            z = 1 / (ai * ai)
-            e = _horner(z, r) / _horner(z, q) - (ai * ai + 0.5625)
-            xp.exp(e, out=e)
-            e /= ai
-            flat_o[idx] = flat_o[idx] * (1 - e)
+    x = xp.ascontiguousarray(x)                         # (out.reshape(-1) must be a view)
+    z = x * x
+    out = _horner(z, _ERF_PP)
+    out /= _horner(z, _ERF_QQ)
+    out *= x
+    out += x                                            # x + x·P/Q; ±0 and tiny x come out exact
+    big = xp.flatnonzero(~(xp.abs(x) < 0.84375).reshape(-1))          # NaN included
+    if big.size:
+        xb = x.reshape(-1)[big]
+        a = xp.abs(xb)
+        ob = xp.sign(xb)                                # a ≥ 6, ±inf -> ±1; NaN -> NaN
+        mid = xp.flatnonzero(a < 1.25)
+        s = a[mid] - 1
+        ob[mid] *= _horner(s, _ERF_PA) / _horner(s, _ERF_QA) + _ERF_ERX
+        for lo, hi, r, q in ((1.25, 1 / 0.35, _ERF_RA, _ERF_SA), (1 / 0.35, 6.0, _ERF_RB, _ERF_SB)):
+            sel = xp.flatnonzero((a >= lo) & (a < hi))
+            if sel.size:
+                ai = a[sel]
+                z = 1 / (ai * ai)
+                e = _horner(z, r) / _horner(z, q) - (ai * ai + 0.5625)
+                xp.exp(e, out=e)
+                e /= ai
+                ob[sel] *= 1 - e
+        out.reshape(-1)[big] = ob
     return out
 
 
@@ -242,28 +256,55 @@ class GELU(Function):
     gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π).
 
     Forward keeps Φ(x) (one array of x's shape) so that backward needs no second erf; under
-    ``create_graph`` Φ is recomputed with differentiable ops."""
+    ``create_graph`` Φ is recomputed with differentiable ops. On NumPy, large arrays are processed
+    in cache-sized chunks (forward and backward alike)."""
 
     def forward(self, x):
         if x.dtype.kind != "f":
             x = x.astype(np.float64)
-        cdf = _erf_array(x * x.dtype.type(1 / math.sqrt(2)))
-        cdf += 1
-        cdf *= 0.5
+        xp = backend.get_array_module(x)
+        c = x.dtype.type(1 / math.sqrt(2))
+        if xp is not np or x.size <= _ERF_CHUNK:
+            cdf = _erf_array(x * c)
+            cdf += 1
+            cdf *= 0.5
+            self.cdf = cdf
+            return x * cdf
+        x = np.ascontiguousarray(x)
+        cdf, y = np.empty_like(x), np.empty_like(x)
+        fx, fc, fy = x.reshape(-1), cdf.reshape(-1), y.reshape(-1)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for i, j in _chunks(fx.size):
+                e = _erf_block(fx[i:j] * c)
+                e += 1
+                e *= 0.5
+                fc[i:j] = e
+                np.multiply(fx[i:j], e, out=fy[i:j])
         self.cdf = cdf
-        return x * cdf
+        return y
+
+    @staticmethod
+    def _grad_block(xp, x, cdf, gy):
+        g = xp.asarray(x * x)                                # gy ⊙ (x φ(x) + Φ(x)), in place
+        g *= x.dtype.type(-0.5)
+        xp.exp(g, out=g)
+        g *= x
+        g *= x.dtype.type(1 / math.sqrt(2 * math.pi))
+        g += cdf
+        g *= gy
+        return g
 
     def backward(self, gy):
         x = self.inputs[0]
         if not self._as_tensors:
             xp = backend.get_array_module(x)
-            g = xp.asarray(x * x)                                # φ(x) x + Φ(x), in place
-            g *= x.dtype.type(-0.5)
-            xp.exp(g, out=g)
-            g *= x
-            g *= x.dtype.type(1 / math.sqrt(2 * math.pi))
-            g += self.cdf
-            g *= gy
+            if xp is not np or x.size <= _ERF_CHUNK or gy.shape != x.shape:
+                return self._grad_block(xp, x, self.cdf, gy)
+            x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
+            g = np.empty_like(x)
+            fx, fc, fg, fo = x.reshape(-1), self.cdf.reshape(-1), gy.reshape(-1), g.reshape(-1)
+            for i, j in _chunks(fx.size):
+                fo[i:j] = self._grad_block(np, fx[i:j], fc[i:j], fg[i:j])
             return g
         cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
         pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
