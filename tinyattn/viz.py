@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["plot_attention", "plot_attention_bars", "ascii_heatmap", "ascii_bars"]
+__all__ = ["plot_attention", "plot_attention_heads", "plot_attention_bars", "ascii_heatmap", "ascii_bars"]
 
 _UNICODE_SHADES = " ░▒▓█"
 _ASCII_SHADES = " .:-=+*#%@"
@@ -238,3 +238,61 @@ def _draw_bars(fig, v, labels, title, xlabel):
     if title:
         ax.set_title(title)
     fig.tight_layout()
+
+
+def plot_attention_heads(weights, x_labels=None, y_labels=None, path=None, title=None, head_titles=None,
+                         cmap="viridis", colorbar_label="attention weight"):
+    """Several attention maps side by side, e.g. the heads of one layer on one sample.
+
+    weights: (n, Tq, Tk) array/Tensor (a leading 1-axis is dropped: (1, n, Tq, Tk) works); x_labels:
+    Tk key labels (e.g. the characters), y_labels: Tq query labels; head_titles: n panel titles
+    (default "head 0", ...). All panels share one colour scale and one labelled colour bar. Falls
+    back to one text heatmap per panel, like :func:`plot_attention`.
+    """
+    w = _to_numpy(weights, "plot_attention_heads weights").astype(np.float64)
+    while w.ndim > 3 and w.shape[0] == 1:
+        w = w[0]
+    if w.ndim != 3:
+        raise ValueError(f"plot_attention_heads: weights must be (n, Tq, Tk), got shape {w.shape}")
+    n, tq, tk = w.shape
+    xl = _labels(x_labels, tk, "plot_attention_heads x_labels")
+    yl = _labels(y_labels, tq, "plot_attention_heads y_labels")
+    ht = _labels(head_titles, n, "plot_attention_heads head_titles") if head_titles is not None else \
+        [f"head {i}" for i in range(n)]
+    mpl = _matplotlib()
+    if mpl is None or (path is None and not _has_display()):
+        text = "\n\n".join(ascii_heatmap(w[i], xl, yl, f"{title + ': ' if title else ''}{ht[i]}")
+                            for i in range(n))
+        print(text)
+        return text
+    size = (1.5 + n * (0.8 + 0.16 * tk), 1.6 + 0.17 * tq)
+    if path is None:
+        import matplotlib.pyplot as plt
+        fig = plt.figure(figsize=size)
+    else:
+        Figure, Canvas = mpl
+        fig = Figure(figsize=size)
+        Canvas(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    vmax = float(w.max())
+    im = None
+    for i, ax in enumerate(axes):
+        im = ax.imshow(w[i], cmap=cmap, aspect="equal", vmin=0.0, vmax=vmax)
+        ax.set_xticks(range(tk))
+        ax.set_xticklabels(xl, fontsize=7, family="monospace")
+        ax.set_yticks(range(tq))
+        ax.set_yticklabels(yl if i == 0 else [], fontsize=7, family="monospace")
+        ax.set_xlabel("keys (attended to)")
+        if i == 0:
+            ax.set_ylabel("queries")
+        ax.set_title(ht[i], fontsize=9)
+    cb = fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02)
+    cb.set_label(colorbar_label)
+    if title:
+        fig.suptitle(title)
+    if path is None:
+        import matplotlib.pyplot as plt
+        plt.show()
+        return None
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return str(path)
