@@ -48,8 +48,9 @@ and each tile's contribution is local:
     dS_ij = P_ij ⊙ (dP_ij − D_i)
     dQ_i += scale · dS_ij K_j,   dK_j += scale · dS_ijᵀ Q_i,   dBias_ij = dS_ij.
 
-Compute: the forward's two GEMMs per tile, backward's four plus one recomputed S (≈ 1.4× naive's
-matmul work), in exchange for O(T·block) memory instead of O(T²). With ``causal`` the tiles wholly
+Compute: two GEMMs per tile forward, five backward (S recomputed, then dV, dP, dQ, dK): 7 against
+the naive kernel's 6 (≈ 1.17× the matmul work, plus one more exp pass), in exchange for O(T·block)
+memory instead of O(T²). With ``causal`` the tiles wholly
 above the diagonal are skipped (about half the work). Under ``create_graph`` (double backward) the
 backward falls back to the textbook composition (plain differentiable ops, O(T²) memory), which is
 exact to differentiate again, as the fused SDPA does.
