@@ -54,7 +54,9 @@ def _attn_grad_pairs(ours_mha, t_mha, E, H):
 
 
 def _check_all(ours, tmod, mhas):
-    for name, a, b in _param_pairs(ours, tmod, None):
+    pairs = _param_pairs(ours, tmod, None)
+    assert len(pairs) >= 4                             # linear1/2 and the norms were compared
+    for name, a, b in pairs:
         np.testing.assert_allclose(a, b, err_msg=name, **TOL)
     for om, tm in mhas:
         for name, a, b in _attn_grad_pairs(om, tm, D, H):

@@ -1,0 +1,192 @@
+"""Grouped-query attention (Ainslie et al. 2023), as ``keras.layers.GroupQueryAttention`` (Keras 3).
+
+H_q query heads share H_kv key/value heads (H_kv divides H_q; r = H_q / H_kv query heads per group):
+query head h reads key/value head ⌊h / r⌋. H_kv = H_q is multi-head attention, H_kv = 1 is
+multi-query attention (Shazeer 2019). The K/V projections (and a KV cache) shrink by the factor r.
+
+    Q = query W^Q + b^Q      (B, Tq, H_q, hd)          W^Q (d_q, H_q, hd)
+    K = key   W^K + b^K      (B, Tk, H_kv, hd)         W^K (d_k, H_kv, hd)
+    V = value W^V + b^V      (B, Tk, H_kv, hd)         W^V (d_v, H_kv, hd)
+    A_h = softmax(Q_h K_⌊h/r⌋ᵀ / √hd, masked)           (B, H_q, Tq, Tk)     (returned scores)
+    O = Σ_h dropout(A_h) V_⌊h/r⌋ W^O_h + b^O            (B, Tq, d_q)          W^O (H_q, hd, d_q)
+
+    use_gate: O_h ← O_h ⊙ σ(query W^G + b^G) before W^O (gated attention, Qiu et al. 2025).
+
+Instead of repeating K and V r times (Keras's ``ops.repeat``), the query heads are grouped as
+(B, H_kv, r, Tq, hd) and K, V as (B, H_kv, 1, Tk, hd): the matmuls broadcast over the group axis, so
+no copy of K and V is made, and in backward their gradients are summed over each group.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+from ..functions import sigmoid
+from ..functions.attention import ScaledDotProductAttention
+from ..nn import Module, Parameter, init
+from .masking import causal_mask, combine_masks, _arr
+from .sliding_window import sliding_window_mask
+
+__all__ = ["GroupedQueryAttention", "GroupQueryAttention"]
+
+
+def _t(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _bool(m, xp):
+    if m is None:
+        return None
+    m = xp.asarray(_arr(m))
+    return m if m.dtype == bool else (m > 0.5 if m.dtype.kind == "f" else m.astype(bool))
+
+
+class GroupedQueryAttention(Module):
+    """``keras.layers.GroupQueryAttention``: arguments, call signature and weights of Keras 3.15.
+
+    Args: head_dim, num_query_heads H_q, num_key_value_heads H_kv (divides H_q), dropout (on the
+    weights, training only), use_bias, sliding_window (None or w: query i sees keys |i − j| < w),
+    use_gate, kernel_initializer, bias_initializer, dtype.
+
+    Weights (``get_weights()`` order = Keras's): query/kernel (d_q, H_q, hd), query/bias (H_q, hd),
+    key/kernel (d_k, H_kv, hd), key/bias (H_kv, hd), [gate/kernel (d_q, H_q, hd), gate/bias (H_q, hd)],
+    value/kernel (d_v, H_kv, hd), value/bias (H_kv, hd), attention_output/kernel (H_q, hd, d_q),
+    attention_output/bias (d_q,) — biases only with use_bias, gate only with use_gate.
+
+    Call: (query (B, Tq, d_q), value (B, Tk, d_v), key=None (→ value), query_mask (B, Tq),
+    value_mask (B, Tk), key_mask (B, Tk), attention_mask (B, Tq, Tk), return_attention_scores,
+    training, use_causal_mask) → out (B, Tq, d_q) [, scores (B, H_q, Tq, Tk)]. Masks True = attend,
+    all ANDed; a query with no key left gets zero weights (Keras's fallback differs on such rows).
+    """
+
+    def __init__(self, head_dim, num_query_heads, num_key_value_heads, dropout=0.0, use_bias=True,
+                 sliding_window=None, use_gate=False, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", dtype="float32"):
+        super().__init__()
+        for nm, val in (("head_dim", head_dim), ("num_query_heads", num_query_heads),
+                        ("num_key_value_heads", num_key_value_heads)):
+            if not isinstance(val, (int, np.integer)) or val <= 0:
+                raise ValueError(f"GroupedQueryAttention: {nm} must be a positive integer, got {val!r}")
+        if num_query_heads % num_key_value_heads:
+            raise ValueError(f"GroupedQueryAttention: num_query_heads ({num_query_heads}) must be divisible by "
+                             f"num_key_value_heads ({num_key_value_heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"GroupedQueryAttention: dropout must be in [0, 1), got {dropout}")
+        if sliding_window is not None and (not isinstance(sliding_window, (int, np.integer)) or sliding_window <= 0):
+            raise ValueError(f"GroupedQueryAttention: sliding_window must be None or a positive integer, "
+                             f"got {sliding_window!r}")
+        self.head_dim, self.num_query_heads = int(head_dim), int(num_query_heads)
+        self.num_key_value_heads = int(num_key_value_heads)
+        self.num_repeats = self.num_query_heads // self.num_key_value_heads
+        self.dropout, self.use_bias, self.use_gate = float(dropout), bool(use_bias), bool(use_gate)
+        self.sliding_window = sliding_window
+        self.kernel_initializer = init.get(kernel_initializer)
+        self.bias_initializer = init.get(bias_initializer)
+        self.dtype = np.dtype(dtype)
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
+        Hq, Hkv, hd = self.num_query_heads, self.num_key_value_heads, self.head_dim
+        ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
+        self.query_kernel = Parameter(ki((dq, Hq, hd), dt), name="query/kernel")
+        if self.use_bias:
+            self.query_bias = Parameter(bi((Hq, hd), dt), name="query/bias")
+        self.key_kernel = Parameter(ki((dk, Hkv, hd), dt), name="key/kernel")
+        if self.use_bias:
+            self.key_bias = Parameter(bi((Hkv, hd), dt), name="key/bias")
+        if self.use_gate:
+            self.gate_kernel = Parameter(ki((dq, Hq, hd), dt), name="gate/kernel")
+            if self.use_bias:
+                self.gate_bias = Parameter(bi((Hq, hd), dt), name="gate/bias")
+        self.value_kernel = Parameter(ki((dv, Hkv, hd), dt), name="value/kernel")
+        if self.use_bias:
+            self.value_bias = Parameter(bi((Hkv, hd), dt), name="value/bias")
+        self.output_kernel = Parameter(ki((Hq, hd, dq), dt), name="attention_output/kernel")
+        if self.use_bias:
+            self.output_bias = Parameter(bi((dq,), dt), name="attention_output/bias")
+        object.__setattr__(self, "built", True)
+
+    def weights(self):
+        names = ["query", "key"] + (["gate"] if self.use_gate else []) + ["value", "output"]
+        out = []
+        for n in names:
+            out.append(getattr(self, f"{n}_kernel"))
+            if self.use_bias:
+                out.append(getattr(self, f"{n}_bias"))
+        return out
+
+    def __call__(self, query, value, key=None, **kwargs):
+        if not self.built:
+            self.build(tuple(query.shape), tuple(value.shape), None if key is None else tuple(key.shape))
+        return self.forward(query, value, key, **kwargs)
+
+    def _dense(self, x, name):
+        """x (B, T, d) @ kernel (d, H, hd) + bias (H, hd) → (B, T, H, hd), one (B·T, d) GEMM."""
+        W = getattr(self, f"{name}_kernel")
+        B, T, d = x.shape
+        if d != W.shape[0]:
+            raise ValueError(f"GroupedQueryAttention: {name} input has feature size {d}, the layer was built for "
+                             f"{W.shape[0]} ({name} {x.shape}, {name}/kernel {W.shape})")
+        y = x.reshape(B * T, d) @ W.reshape(d, -1)
+        if self.use_bias:
+            y = y + getattr(self, f"{name}_bias").reshape(-1)
+        return y.reshape(B, T, W.shape[1], W.shape[2])
+
+    def forward(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
+                return_attention_scores=False, training=None, use_causal_mask=False):
+        query, value = _t(query), _t(value)
+        key = value if key is None else _t(key)
+        if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
+            raise ValueError(f"GroupedQueryAttention: query, value, key must be (B, T, d), got "
+                             f"{query.shape}, {value.shape}, {key.shape}")
+        if key.shape[:2] != value.shape[:2] or query.shape[0] != value.shape[0]:
+            raise ValueError(f"GroupedQueryAttention: batch/length mismatch: query {query.shape}, value "
+                             f"{value.shape}, key {key.shape}")
+        training = self.training if training is None else bool(training)
+        B, tq, tk = query.shape[0], query.shape[1], value.shape[1]
+        Hkv, r, hd = self.num_key_value_heads, self.num_repeats, self.head_dim
+        xp = backend.get_array_module(query.data)
+        ms = []
+        if query_mask is not None:
+            ms.append(_bool(query_mask, xp)[:, :, None])
+        for m in (value_mask, key_mask):
+            if m is not None:
+                ms.append(_bool(m, xp)[:, None, :])
+        if use_causal_mask:
+            ms.append(causal_mask(tq, tk, xp))
+        if self.sliding_window is not None:
+            ms.append(sliding_window_mask(tq, tk, self.sliding_window, causal=False, xp=xp))
+        if attention_mask is not None:
+            ms.append(_bool(attention_mask, xp))
+        mask = combine_masks(*ms)
+        if mask is not None:
+            try:
+                mask = xp.broadcast_to(mask, np.broadcast_shapes(tuple(mask.shape), (B, tq, tk)))
+            except ValueError:
+                raise ValueError(f"GroupedQueryAttention: masks {[tuple(m.shape) for m in ms]} do not broadcast "
+                                 f"to (B, Tq, Tk) = {(B, tq, tk)}") from None
+            mask = mask[:, None, None]                                   # (B, 1, 1, Tq, Tk)
+        q = self._dense(query, "query")                                  # (B, Tq, Hq, hd)
+        k = self._dense(key, "key")                                      # (B, Tk, Hkv, hd)
+        v = self._dense(value, "value")
+        q = q.reshape(B, tq, Hkv, r, hd).transpose(0, 2, 3, 1, 4)        # (B, Hkv, r, Tq, hd)
+        k = k.transpose(0, 2, 1, 3).expand_dims(2)                       # (B, Hkv, 1, Tk, hd)
+        v = v.transpose(0, 2, 1, 3).expand_dims(2)
+        o, w = ScaledDotProductAttention(1.0 / math.sqrt(hd), mask, self.dropout, training)(q, k, v)
+        o = o.reshape(B, Hkv * r, tq, hd).transpose(0, 2, 1, 3)          # (B, Tq, Hq, hd)
+        if self.use_gate:
+            o = o * sigmoid(self._dense(query, "gate"))
+        Hq, dq = self.num_query_heads, self.output_kernel.shape[2]
+        y = o.reshape(B * tq, Hq * hd) @ self.output_kernel.reshape(Hq * hd, dq)
+        if self.use_bias:
+            y = y + self.output_bias
+        y = y.reshape(B, tq, dq)
+        if return_attention_scores:
+            return y, w.reshape(B, Hq, tq, tk)
+        return y
+
+
+GroupQueryAttention = GroupedQueryAttention      # Keras's export name
