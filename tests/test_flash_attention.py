@@ -216,3 +216,16 @@ def test_flash_backends(backend):
     np.testing.assert_allclose(out.numpy(), ref.numpy(), **TOL)
     for a, b in zip(grads, grads_r):
         np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("bshape", [(2, 3, 9, 11), (3, 1, 11)])
+def test_flash_bias_equals_sdpa_bias(bshape):
+    """Against the fused SDPA's own ``bias=`` (ALiBi / T5 style additive scores)."""
+    rng = np.random.default_rng(11)
+    q, k, v = _qkv(rng, (2, 3), 9, 11)
+    bias = _t(rng, *bshape)
+    mask = rng.random((2, 1, 9, 11)) > 0.3
+    gy = rng.standard_normal((2, 3, 9, 3))
+    _compare(lambda: flash_attention(q, k, v, mask=mask, causal=True, bias=bias, block_size=4),
+             lambda: scaled_dot_product_attention(q, k, v, mask=mask, causal=True, bias=bias),
+             [q, k, v, bias], gy)
