@@ -205,7 +205,7 @@ def _erf_block(x):
     out /= _horner(z, _ERF_QQ)
     out *= x
     out += x                                            # x + x·P/Q; ±0 and tiny x come out exact
-    big = xp.flatnonzero(~(xp.abs(x) < 0.84375).reshape(-1))          # NaN included
+    big = xp.flatnonzero((z >= 0.7119140625).reshape(-1))     # |x| ≥ 0.84375 (= 27/32), ±inf; NaN stays
     if big.size:
         xb = x.reshape(-1)[big]
         a = xp.abs(xb)
