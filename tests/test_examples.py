@@ -103,7 +103,7 @@ def _losses(out):
     vals = {}
     for key, label in (("unigram", "unigram baseline"), ("bigram", "bigram baseline"), ("gpt", "tiny GPT")):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(label))
-        vals[key] = float(line.split()[2] if key == "gpt" else line.split()[2])
+        vals[key] = float(line.split()[2])
     return vals
 
 
