@@ -2,8 +2,8 @@
 # # A tiny GPT: a character-level causal Transformer on Python's own documentation
 #
 # The corpus is text every Python installation already has: ``pydoc_data.topics.topics``, the
-# language reference behind ``help("if")``, ``help("lambda")`` ... (about 0.5 MB of English prose
-# and code on Python 3.11; present on 3.10–3.13). No download.
+# language reference behind ``help("if")``, ``help("lambda")`` ... : 79 topics, 459 k characters on
+# Python 3.10, 465 k on 3.11, 492 k on 3.12, 511 k on 3.13 (measured). No download.
 #
 #     data    characters -> ids (vocabulary: the characters of the corpus, ~100);
 #             first 90% of the text to train, last 10% to validate
@@ -193,7 +193,12 @@ def main(argv=None):
     ta.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    text = load_corpus()
+    try:
+        text = load_corpus()
+    except ImportError:
+        print("FAIL: this Python has no pydoc_data (the documentation topics behind help()); "
+              "install the full standard library (e.g. Debian's libpython3-stdlib)")
+        return 1
     ids, chars = encode(text)
     V = len(chars)
     n_train = int(0.9 * len(ids))
