@@ -65,7 +65,9 @@ from ..functions.nn import MaskedSoftmax, Softmax
 
 __all__ = ["flash_attention", "FlashAttention"]
 
-DEFAULT_BLOCK_SIZE = 256
+DEFAULT_BLOCK_SIZE = 256   # benchmarks/bench_transformer.py --sweep-blocks at T = 4096, B 1, 8 heads, d 64,
+#                            float32, one thread: CPU time vs naive 0.84 / 0.67 / 0.65 / 0.62 and peak
+#                            32.8 / 34.0 / 38.8 / 57.3 MiB (naive 1056) for blocks 64 / 128 / 256 / 512
 
 
 def _swap(a):
