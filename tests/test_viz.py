@@ -95,3 +95,23 @@ def test_bad_inputs():
         viz.plot_attention_bars(np.array([np.nan, 1.0]))
     with pytest.raises(ValueError, match="plot_attention_bars: vector must be 1-D"):
         viz.plot_attention_bars(np.ones((2, 3)))
+
+
+def test_attention_heads_png_and_text(tmp_path, no_matplotlib, capsys):
+    """plot_attention_heads: one text heatmap per head without matplotlib; errors name the function."""
+    w = np.random.default_rng(0).random((1, 3, 4, 5))
+    text = viz.plot_attention_heads(w, list("abcde"), list("wxyz"), path=tmp_path / "h.png", title="t")
+    assert text.count("head ") == 3 and "t: head 0" in text
+    with pytest.raises(ValueError, match="plot_attention_heads"):
+        viz.plot_attention_heads(w[0, 0], list("abcde"), list("wxyz"))
+    with pytest.raises(ValueError, match="x_labels"):
+        viz.plot_attention_heads(w, list("abc"), list("wxyz"))
+
+
+def test_attention_heads_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    w = np.random.default_rng(1).random((2, 4, 4))
+    path = viz.plot_attention_heads(w, list("abcd"), list("abcd"), path=tmp_path / "heads.png",
+                                    title="two heads", head_titles=["h0", "h1"])
+    assert path == str(tmp_path / "heads.png")
+    assert (tmp_path / "heads.png").read_bytes().startswith(PNG_MAGIC)
