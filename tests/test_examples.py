@@ -315,5 +315,37 @@ def test_keras_encoder_decoder_quick():
 def test_seq2seq_examples_defaults(tmp_path, script):
     args = ["--plot", tmp_path / "p"] if script != "keras_encoder_decoder.py" else []
     code, out = run(script, *args, timeout=1800)
+
+
+def _losses(out):
+    vals = {}
+    for key, label in (("unigram", "unigram baseline"), ("bigram", "bigram baseline"), ("gpt", "tiny GPT")):
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(label))
+        vals[key] = float(line.split()[2])
+    return vals
+
+
+def test_tiny_gpt_quick(tmp_path):
+    """--quick: a 60-step model. Too small to beat the bigram (the script must then say FAIL and
+    exit 1), but it learns past the unigram, samples through the KV cache identically to full
+    recomputation, and draws the attention maps."""
+    png = tmp_path / "attn.png"
+    code, out = run("tiny_gpt.py", "--quick", "--plot", png, timeout=600)
+    losses = _losses(out)
+    assert losses["gpt"] < losses["unigram"], out
+    assert "KV cache: greedy decoding of 28 characters identical with and without the cache" in out, out
+    assert "sample (60 characters with the KV cache" in out
+    passed = losses["gpt"] < losses["bigram"] - 0.2
+    assert code == (0 if passed else 1), out
+    assert ("PASS:" in out) == passed and ("FAIL:" in out) == (not passed)
+    if has_matplotlib():
+        written = tmp_path / "attn_layer0.png"
+        assert written.read_bytes().startswith(b"\x89PNG")
+        assert f"attention maps of layer 0 written to {written}" in out
+
+
+@pytest.mark.slow
+def test_tiny_gpt_defaults(tmp_path):
+    code, out = run("tiny_gpt.py", "--plot", tmp_path / "attn.png", timeout=1200)
     assert code == 0, out
     assert "PASS:" in out

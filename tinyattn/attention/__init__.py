@@ -36,6 +36,7 @@
 | Beltagy 2020 (Longformer), Mistral     | ``sliding_window_mask``                              | ``sliding_window.py`` |
 | Ainslie et al. 2023 (GQA); Shazeer 2019 (MQA) | ``GroupedQueryAttention`` (Keras ``GroupQueryAttention``) | ``grouped_query.py`` |
 | Katharopoulos et al. 2020              | ``linear_attention``, ``linear_attention_recurrent`` | ``linear.py``     |
+| Dao et al. 2022 (FlashAttention)       | ``flash_attention``, ``FlashAttention`` (exact, O(T) memory) | ``flash.py`` |
 | Yin et al. 2016 (ABCNN); CNN + attention pooling | ``match_score``, ``ABCNN1``, ``ABCNN2``,   | ``cnn.py``        |
 |                                        | ``ABCNN3``, ``ConvAttentionPooling``                 |                   |
 
@@ -61,10 +62,11 @@ from .sliding_window import *  # noqa: F401,F403
 from .grouped_query import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .cnn import *  # noqa: F401,F403
+from .flash import *  # noqa: F401,F403
 from . import (masks, scores, additive, multiplicative, local, estimators, hard, cosine, multihead, pooling, keras,
-               positions, sliding_window, grouped_query, linear, cnn)
+               positions, sliding_window, grouped_query, linear, cnn, flash)
 
 __all__ = (masks.__all__ + scores.__all__ + additive.__all__ + multiplicative.__all__ + local.__all__
            + estimators.__all__ + hard.__all__ + cosine.__all__ + multihead.__all__ + pooling.__all__ + keras.__all__
            + positions.__all__ + sliding_window.__all__ + grouped_query.__all__ + linear.__all__
-           + cnn.__all__)
+           + cnn.__all__ + flash.__all__)

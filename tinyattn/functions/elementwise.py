@@ -130,15 +130,123 @@ class Clip(Masked):
         return xp.clip(x, lo, hi).astype(x.dtype, copy=False)
 
 
+# erf in NumPy alone: the piecewise rational approximations of Sun's fdlibm ``s_erf.c`` (1993, the
+# erf of glibc, FreeBSD and musl; method after W. J. Cody, "Rational Chebyshev approximations for
+# the error function", Math. Comp. 23, 1969). Coefficients: the published fdlibm ones, highest
+# degree last (p0 + p1 z + p2 z² + ...), evaluated by Horner's rule.
+_ERF_PP = (1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02,
+           -5.77027029648944159157e-03, -2.37630166566501626084e-05)
+_ERF_QQ = (1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03,
+           1.32494738004321644526e-04, -3.96022827877536812320e-06)
+_ERF_ERX = 8.45062911510467529297e-01          # erf(1) rounded to 24 bits
+_ERF_PA = (-2.36211856075265944077e-03, 4.14856118683748331666e-01, -3.72207876035701323847e-01,
+           3.18346619901161753674e-01, -1.10894694282396677476e-01, 3.54783043256182359371e-02,
+           -2.16637559486879084300e-03)
+_ERF_QA = (1.0, 1.06420880400844228286e-01, 5.40397917702171048937e-01, 7.18286544141962662868e-02,
+           1.26171219808761642112e-01, 1.36370839120290507362e-02, 1.19844998467991074170e-02)
+_ERF_RA = (-9.86494403484714822705e-03, -6.93858572707181764372e-01, -1.05586262253232909814e+01,
+           -6.23753324503260060396e+01, -1.62396669462573470355e+02, -1.84605092906711035994e+02,
+           -8.12874355063065934246e+01, -9.81432934416914548592e+00)
+_ERF_SA = (1.0, 1.96512716674392571292e+01, 1.37657754143519042600e+02, 4.34565877475229228821e+02,
+           6.45387271733267880336e+02, 4.29008140027567833386e+02, 1.08635005541779435134e+02,
+           6.57024977031928170135e+00, -6.04244152148580987438e-02)
+_ERF_RB = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.77579549177547519889e+01,
+           -1.60636384855821916062e+02, -6.37566443368389627722e+02, -1.02509513161107724954e+03,
+           -4.83519191608651397019e+02)
+_ERF_SB = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.53672958608443695994e+03,
+           3.19985821950859553908e+03, 2.55305040643316442583e+03, 4.74528541206955367215e+02,
+           -2.24409524465858183362e+01)
+
+
+def _horner(z, coef):
+    """c0 + c1 z + c2 z² + ... (Python-float coefficients keep z's dtype)."""
+    acc = z * coef[-1] + coef[-2]
+    for c in coef[-3::-1]:
+        acc *= z
+        acc += c
+    return acc
+
+
+_ERF_CHUNK = 1 << 17
+
+
+def _chunks(n):
+    """(start, stop) slices of ``_ERF_CHUNK`` elements covering range(n)."""
+    return [(i, min(i + _ERF_CHUNK, n)) for i in range(0, n, _ERF_CHUNK)]
+
+
+def _erf_numpy(x):
+    """erf(x) for a NumPy float array, vectorised, in x's dtype (see :func:`_erf_block`). Large
+    arrays go through in chunks of 131072 elements so that the temporaries stay in cache (about
+    2× faster than whole-array passes for a few million elements)."""
+    if x.ndim == 0:                                     # (NumPy scalars included)
+        return _erf_numpy(x.reshape(1)).reshape(())
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if x.size <= _ERF_CHUNK or backend.get_array_module(x) is not np:
+            return _erf_block(x)
+        out = np.empty(x.shape, x.dtype)
+        fx, fo = x.reshape(-1), out.reshape(-1)
+        for i, j in _chunks(fx.size):
+            fo[i:j] = _erf_block(fx[i:j])
+    return out
+
+
+def _erf_block(x):
+    """erf(x) for a NumPy (or CuPy) float array, vectorised, in x's dtype. Four ranges of a = |x|:
+
+        a < 0.84375          erf x = x + x · P(x²)/Q(x²)                      (P deg 4, Q deg 5)
+        0.84375 ≤ a < 1.25   erf x = sign x · (c + P₁(s)/Q₁(s)),  s = a − 1,  c = erf(1) to 24 bits
+        1.25 ≤ a < 6         erf x = sign x · (1 − e^(−a² − 0.5625 + R(z)/S(z)) / a),  z = 1/a²
+                             (R/S fitted on [1.25, 1/0.35) and on [1/0.35, 6) separately)
+        a ≥ 6, ±inf          erf x = sign x  (1 − erf 6 < 3e-17: below a float64 ulp of 1)
+
+    NaN stays NaN and erf(±0) = ±0. The rational fits are fdlibm's (|error| < 2⁻⁵⁷ on each range).
+    fdlibm also splits a² into a 21-bit head and a tail for erfc's *relative* accuracy; for erf
+    the tail's effect is below 1e-16 absolute, so it is computed directly here.
+
+    The first range (most of the inputs of a GELU) is evaluated on every element, with no
+    gather; the others only on the elements outside it (gathered once, then split) and scattered
+    back, always through integer indices: NumPy's boolean-mask indexing costs ~4 ns an element on
+    random masks (branch mispredictions), integer gathers and scatters ~0.2 ns. (Callers silence the invalid/overflow warnings of the first pass on large or
+    infinite inputs, whose values are replaced.) Max |error| vs ``math.erf`` in float64 ≈ 1e-16
+    (tests/test_erf.py).
+    """
+    xp = backend.get_array_module(x)
+    x = xp.ascontiguousarray(x)                         # (out.reshape(-1) must be a view)
+    z = x * x
+    out = _horner(z, _ERF_PP)
+    out /= _horner(z, _ERF_QQ)
+    out *= x
+    out += x                                            # x + x·P/Q; ±0 and tiny x come out exact
+    big = xp.flatnonzero((z >= 0.7119140625).reshape(-1))     # |x| ≥ 0.84375 (= 27/32), ±inf; NaN stays
+    if big.size:
+        xb = x.reshape(-1)[big]
+        a = xp.abs(xb)
+        ob = xp.sign(xb)                                # a ≥ 6, ±inf -> ±1; NaN -> NaN
+        mid = xp.flatnonzero(a < 1.25)
+        s = a[mid] - 1
+        ob[mid] *= _horner(s, _ERF_PA) / _horner(s, _ERF_QA) + _ERF_ERX
+        for lo, hi, r, q in ((1.25, 1 / 0.35, _ERF_RA, _ERF_SA), (1 / 0.35, 6.0, _ERF_RB, _ERF_SB)):
+            sel = xp.flatnonzero((a >= lo) & (a < hi))
+            if sel.size:
+                ai = a[sel]
+                z = 1 / (ai * ai)
+                e = _horner(z, r) / _horner(z, q) - (ai * ai + 0.5625)
+                xp.exp(e, out=e)
+                e /= ai
+                ob[sel] *= 1 - e
+        out.reshape(-1)[big] = ob
+    return out
+
+
 def _erf_array(x):
+    """erf on an array: CuPy's own kernel when cupyx.scipy is there, else :func:`_erf_numpy`."""
     xp = backend.get_array_module(x)
     if xp is not np:
         return backend.special(xp).erf(x)
-    try:
-        from scipy.special import erf
-        return erf(x).astype(x.dtype, copy=False)
-    except ImportError:   # NumPy alone: exact, if slower
-        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    return _erf_numpy(x)
 
 
 class Erf(Function):
@@ -154,13 +262,59 @@ class Erf(Function):
 
 class GELU(Function):
     """y = x Φ(x), Φ the standard normal CDF = ½(1 + erf(x/√2)) (exact form, Keras/PyTorch default).
-    gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π)."""
+    gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π).
+
+    Forward keeps Φ(x) (one array of x's shape) so that backward needs no second erf; under
+    ``create_graph`` Φ is recomputed with differentiable ops. On NumPy, large arrays are processed
+    in cache-sized chunks (forward and backward alike)."""
 
     def forward(self, x):
-        return x * (_erf_array(x * (1 / math.sqrt(2))) + 1) * 0.5
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        xp = backend.get_array_module(x)
+        c = x.dtype.type(1 / math.sqrt(2))
+        if xp is not np or x.size <= _ERF_CHUNK:
+            cdf = _erf_array(x * c)
+            cdf += 1
+            cdf *= 0.5
+            self.cdf = cdf
+            return x * cdf
+        x = np.ascontiguousarray(x)
+        cdf, y = np.empty_like(x), np.empty_like(x)
+        fx, fc, fy = x.reshape(-1), cdf.reshape(-1), y.reshape(-1)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for i, j in _chunks(fx.size):
+                e = _erf_block(fx[i:j] * c)
+                e += 1
+                e *= 0.5
+                fc[i:j] = e
+                np.multiply(fx[i:j], e, out=fy[i:j])
+        self.cdf = cdf
+        return y
+
+    @staticmethod
+    def _grad_block(xp, x, cdf, gy):
+        g = xp.asarray(x * x)                                # gy ⊙ (x φ(x) + Φ(x)), in place
+        g *= x.dtype.type(-0.5)
+        xp.exp(g, out=g)
+        g *= x
+        g *= x.dtype.type(1 / math.sqrt(2 * math.pi))
+        g += cdf
+        g *= gy
+        return g
 
     def backward(self, gy):
         x = self.inputs[0]
+        if not self._as_tensors:
+            xp = backend.get_array_module(x)
+            if xp is not np or x.size <= _ERF_CHUNK or gy.shape != x.shape:
+                return self._grad_block(xp, x, self.cdf, gy)
+            x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
+            g = np.empty_like(x)
+            fx, fc, fg, fo = x.reshape(-1), self.cdf.reshape(-1), gy.reshape(-1), g.reshape(-1)
+            for i, j in _chunks(fx.size):
+                fo[i:j] = self._grad_block(np, fx[i:j], fc[i:j], fg[i:j])
+            return g
         cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
         pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
         return gy * (cdf + x * pdf)
