@@ -127,7 +127,7 @@ class FlashAttention(Function):
         tq, tk = q.shape[-2], k.shape[-2]
         out = xp.zeros(lead + (tq, v.shape[-1]), dtype=dt)
         lse = xp.empty(lead + (tq, 1), dtype=dt)
-        sc = dt.type(self.scale)
+        sc = self.scale                    # a Python float: weak, keeps the dtype (and CuPy-safe)
         neg_inf, zero = dt.type(-np.inf), dt.type(0)
         for i0, i1, cols in self._blocks(tq, tk):
             qs = q[..., i0:i1, :] * sc                      # (..., bq, d)
@@ -163,7 +163,7 @@ class FlashAttention(Function):
         dt = q.dtype
         lead = self.O.shape[:-2]
         tq, tk = q.shape[-2], k.shape[-2]
-        sc = dt.type(self.scale)
+        sc = self.scale                    # a Python float: weak, keeps the dtype (and CuPy-safe)
         D = xp.einsum("...i,...i->...", go, self.O)[..., None]      # rowsum(dO ⊙ O) (..., Tq, 1)
         gq = xp.zeros(lead + q.shape[-2:], dtype=dt)
         gk = xp.zeros(lead + k.shape[-2:], dtype=dt)
