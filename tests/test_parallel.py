@@ -146,3 +146,71 @@ def test_nested_calls_do_not_deadlock(pool):
         parallel.rows(lambda b: np.exp(b, out=b), a)
     parallel.rows(outer, x)
     assert np.allclose(x, np.e)
+
+
+# ------------------------------------------------------------------------------------------------
+# Every kernel that uses the pool: parallel result == serial result, bit for bit
+# ------------------------------------------------------------------------------------------------
+SHAPES = [(5, 13), (7, 13, 5), (3, 4, 9, 17), (2, 1000)]       # 65 elements: just over the threshold
+
+
+def _serial_and_parallel(run):
+    """run() under set_num_threads(1) and under the forced pool; both results (lists of arrays)."""
+    ta.set_num_threads(1)
+    ser = run()
+    ta.set_num_threads(3)
+    par = run()
+    return ser, par
+
+
+def _same(ser, par):
+    assert len(ser) == len(par)
+    for a, b in zip(ser, par):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op", ["exp", "tanh", "sigmoid", "gelu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_ops_forward_backward_bit_identical(pool, shape, op, dtype):
+    rng = np.random.default_rng(4)
+    x0 = (rng.standard_normal(shape) * 3).astype(dtype)
+    g0 = rng.standard_normal(shape).astype(dtype)
+
+    def run():
+        x = ta.tensor(x0, requires_grad=True)
+        y = getattr(ta, op)(x)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("opt", ["SGD", "SGDm", "SGDn", "RMSprop", "RMSpropc", "Adam", "AdamW", "Adamams"])
+def test_optimizer_updates_bit_identical(pool, opt):
+    rng = np.random.default_rng(5)
+    shapes = [(13, 7), (5,), (3, 4, 11), (2, 100)]
+    w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    make = {"SGD": lambda ps: ta.optim.SGD(ps, lr=0.1, weight_decay=0.01),
+            "SGDm": lambda ps: ta.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1),
+            "SGDn": lambda ps: ta.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+            "RMSprop": lambda ps: ta.optim.RMSprop(ps, lr=0.01, momentum=0.5, weight_decay=0.1),
+            "RMSpropc": lambda ps: ta.optim.RMSprop(ps, lr=0.01, centered=True),
+            "Adam": lambda ps: ta.optim.Adam(ps, lr=0.01, weight_decay=0.1),
+            "AdamW": lambda ps: ta.optim.AdamW(ps, lr=0.01),
+            "Adamams": lambda ps: ta.optim.Adam(ps, lr=0.01, amsgrad=True)}[opt]
+
+    def run():
+        ps = [ta.nn.Parameter(w.copy()) if hasattr(ta.nn, "Parameter") else ta.tensor(w, requires_grad=True)
+              for w in w0]
+        o = make(ps)
+        for step in gs:
+            for p, g in zip(ps, step):
+                p.grad = ta.tensor(g)
+            o.step()
+        state = [v for s in o.state.values() for v in s.values() if hasattr(v, "shape")]
+        return [p.data for p in ps] + state
+    ser, par = _serial_and_parallel(run)
+    assert not np.array_equal(ser[0], w0[0])           # the update did something
+    _same(ser, par)
