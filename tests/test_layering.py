@@ -11,6 +11,7 @@ RANK = {
     "backend": 0, "parallel": 0,
     "autograd": 1,
     "functions": 2,
+    "kernels": 2,
     "gradcheck": 2,
     "nn": 3,
     "losses": 4, "optim": 4, "train": 4, "serialization": 4,

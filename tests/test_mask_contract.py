@@ -215,7 +215,7 @@ def test_every_public_name_is_exported_from_its_mechanism_file():
     import importlib
     import tinyattn.attention as A
     files = {"masks", "scores", "additive", "multiplicative", "local", "hard", "cosine", "multihead",
-             "pooling", "keras", "positions", "sliding_window", "grouped_query", "linear"}
+             "pooling", "keras", "positions", "sliding_window", "grouped_query", "linear", "estimators", "cnn"}
     owners = {}
     for f in files:
         for n in importlib.import_module(f"tinyattn.attention.{f}").__all__:

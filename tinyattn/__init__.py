@@ -108,5 +108,6 @@ def ones_like(t):
     return Tensor(backend.get_array_module(t.data).ones_like(t.data))
 
 
+from . import kernels  # noqa: E402,F401
 from . import nn, losses, optim, train, attention, viz, transformer, seq2seq  # noqa: E402  (higher layers, imported last)
 from .serialization import save, load  # noqa: E402,F401

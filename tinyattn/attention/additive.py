@@ -9,11 +9,11 @@ Every other user of the form vᵀ tanh(a_i + b_j) calls these: Luong's "concat" 
 (multiplicative.py, W split in two row blocks), Keras's ``AdditiveAttention`` and
 ``Attention(score_mode="concat")`` (keras.py) and ``ManyToOneAttention(score="bahdanau")``
 (pooling.py). The pairwise tensor (..., Tq, Tk, h) is formed by broadcasting — no concatenation of
-all pairs — inside the fused :class:`~tinyattn.functions.attention.AdditiveScore` node.
+all pairs — inside the fused :class:`~tinyattn.kernels.attention.AdditiveScore` node.
 """
 import numpy as np
 
-from ..functions.attention import AdditiveScore
+from ..kernels.attention import AdditiveScore
 from ..nn import Parameter, init
 from ._base import QKVLayer, attend_masked, check_qkv, check_dropout, check_positive_int
 from .scores import _t, _check_qk, _project

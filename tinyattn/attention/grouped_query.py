@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..functions import sigmoid
-from ..functions.attention import ScaledDotProductAttention
+from ..kernels.attention import ScaledDotProductAttention
 from ..nn import Module, Parameter, init
 from ..functions.masks import as_mask, causal_mask, combine_masks
 from .sliding_window import sliding_window_mask

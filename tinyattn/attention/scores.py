@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..functions import maximum, sqrt
-from ..functions.attention import ScaledDotProductAttention
+from ..kernels.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
 from .masks import CausalBias
 
@@ -169,7 +169,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     * A query whose keys are all masked (by booleans, causal alignment or −inf) gets zero weights
       and a zero output row, with zero gradients (PyTorch ≥ 2.5).
 
-    One fused :class:`~tinyattn.functions.attention.ScaledDotProductAttention` node does the work,
+    One fused :class:`~tinyattn.kernels.attention.ScaledDotProductAttention` node does the work,
     constant additive terms (a float attn_mask or bias array) included; when an additive term is a
     Tensor that requires grad, the textbook composition of differentiable ops runs instead
     (:func:`_biased_attention`), so that term gets its gradient. The two are tested equal.

@@ -9,4 +9,4 @@ from . import init
 from .layers import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
-from ..functions.rnn import release_buffers, buffer_pool_bytes, set_buffer_pool_limit  # noqa: F401
+from ..kernels.rnn import release_buffers, buffer_pool_bytes, set_buffer_pool_limit  # noqa: F401

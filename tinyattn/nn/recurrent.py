@@ -5,7 +5,7 @@ Shapes: B batch, T time steps, d input features, u units. Inputs are batch-major
 Keras; internally the sequence runs time-major:
 
     x (B, T, d) ──transpose──▶ (T, B, d) ──one matmul: x·K + b──▶ xk (T, B, n·u)
-        ──fused loop (tinyattn.functions.rnn)──▶ out (T, B, u), final states (B, u)
+        ──fused loop (tinyattn.kernels.rnn)──▶ out (T, B, u), final states (B, u)
 
 so the whole sequence costs one big input matmul, T small recurrent matmuls, and a single graph node
 for the loop (see ``LSTMSequenceFn`` for the math and the backward pass).
@@ -23,7 +23,7 @@ from .. import backend
 from ..autograd import Tensor
 from .. import functions as F
 from ..functions.masks import as_mask
-from ..functions.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
+from ..kernels.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
 from . import init
 from .module import Module, Parameter, cast_input
 
@@ -201,7 +201,7 @@ class _RNN(Module):
         self.zero_output_for_mask = zero_output_for_mask
         self.dtype = cell.dtype
         object.__setattr__(self, "_config", config)
-        from ..functions.rnn import register_user
+        from ..kernels.rnn import register_user
         register_user(self)               # the shared LSTM/GRU buffer pool is emptied when the last layer goes
 
     def get_config(self):

@@ -40,7 +40,7 @@ from .legacy import AttentionDecoder
 from .model import Seq2Seq, sequence_cross_entropy
 from .decoding import DecodeResult, greedy_decode, beam_search, sample, length_penalty
 from .metrics import bleu, exact_match
-from .fused import additive_attention
+from ..kernels.additive_step import additive_attention
 
 __all__ = ["Encoder", "EncoderOutput", "BaseDecoder", "DecoderState", "BahdanauDecoder", "LuongDecoder",
            "AttentionDecoder", "Seq2Seq", "sequence_cross_entropy", "DecodeResult", "greedy_decode",

@@ -12,13 +12,13 @@ One step t, with s_{t−1} the previous top-layer hidden state (the *query*), h_
 
 W_k h_j does not change during the sentence: it is computed once in ``init_state`` (the cache), so a
 step costs one (B, u)·(u, A) projection of the query, the (B, S, A) tanh and two small products —
-the score, softmax and context in one fused Function (``fused.additive_attention``, tested equal to
+the score, softmax and context in one fused Function (``tinyattn.kernels.additive_step.additive_attention``, tested equal to
 ``attend(masked_softmax(additive_score(...)), h)``).
 """
 from .. import functions as F
 from ..nn import Dense, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
-from .fused import additive_attention
+from ..kernels.additive_step import additive_attention
 
 __all__ = ["BahdanauDecoder"]
 

@@ -29,7 +29,7 @@ from .. import functions as F
 from ..autograd import Tensor
 from ..nn import Dense, ModuleList, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
-from .fused import additive_attention
+from ..kernels.additive_step import additive_attention
 from .encoder import ids_array
 
 __all__ = ["AttentionDecoder"]

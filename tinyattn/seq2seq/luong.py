@@ -25,7 +25,7 @@ from ..attention import masked_softmax, dot_score, general_score, local_attentio
 from ..autograd import Tensor
 from ..nn import Dense, Parameter, init
 from .base import BaseDecoder, make_cells, run_cells
-from .fused import additive_attention
+from ..kernels.additive_step import additive_attention
 
 __all__ = ["LuongDecoder"]
 

@@ -1,0 +1,666 @@
+"""Fused recurrent layers (LSTM, GRU) as Functions with hand-written backward passes.
+
+Written as an unrolled graph of elementary ops, an LSTM costs dozens of graph nodes per time step.
+Here a single step (``LSTMCellFn``, ``GRUCellFn``) is ONE Function: one small matmul plus a handful
+of in-place elementwise passes. A whole layer over a sequence (``LSTMSequenceFn``,
+``GRUSequenceFn``) is also ONE Function: the forward loop over T steps, then back-propagation
+through time (BPTT) in one backward loop. The work that does not depend on the recurrence is done
+outside the loops, for all T·B rows at once:
+
+    forward:   xk = x · K + b                 one (T·B, d)·(d, n·u) matmul before the loop
+    backward:  gx = gz · Kᵀ,  gK = xᵀ · gz,  gR = Σₜ hₜ₋₁ᵀ gzₜ,  gb = Σ gz     after the loop
+
+Everything runs time-major (T, B, ...) so that ``xk[t]`` is a contiguous (B, n·u) block.
+σ is computed as 1/(1 + e⁻ᶻ) (one exp, about half the cost of a tanh in NumPy): the kernels are
+pre-multiplied by −1 on the sigmoid gate blocks (and by −2 on the LSTM's g block, using
+tanh(z) = 2σ(2z) − 1), so one exp serves every gate of a step.
+
+Shapes: B batch, T time steps, d input features, u units. Gate blocks follow Keras (column blocks
+of width u): LSTM  i, f, c(g), o;   GRU  z, r, h.
+
+Masks (``mask`` (T, B) boolean, True = a real step), Keras 3's rule: a masked step leaves the state
+unchanged, hₜ = hₜ₋₁ (and cₜ = cₜ₋₁), and its output repeats the previous *output*, which is zero
+before the first real step (it is not the initial state); with ``zero_output_for_mask`` (Keras's RNN
+option, which Bidirectional turns on with return_sequences) a masked step outputs zeros instead.
+
+The backward passes here work on arrays only (they save intermediate arrays from the forward pass),
+so these Functions have no double backward: ``create_graph=True`` through them raises an error.
+"""
+from collections import OrderedDict
+import sys
+import threading
+import weakref
+
+import numpy as np
+
+from ..autograd import Function
+from .. import backend
+from ..functions.masks import as_mask
+
+__all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
+           "release_buffers", "buffer_pool_bytes", "set_buffer_pool_limit"]
+
+
+class _Workspace:
+    """Reusable NumPy buffers for the big arrays of a sequence Function (gates and states of every
+    step, their derivatives), keyed by (shape, dtype).
+
+    Why: freeing a few megabytes at the end of each training step lets the C allocator hand the
+    memory back to the OS, and fresh memory costs a page fault per 4 KiB on first touch (measured at
+    up to a third of an LSTM training step, depending on the allocator's heuristics). A buffer is handed out again only when nothing else refers to it
+    (its reference count is back to the pool's own), so an output or a saved array that is still
+    alive is never overwritten. At most ``per_key`` buffers per shape, ``max_keys`` shapes and
+    ``max_bytes`` bytes in all are kept (least recently used shapes are dropped first; a buffer
+    larger than ``max_bytes`` is never kept). CuPy has its own memory pool, so GPU arrays are simply
+    allocated (and so are all arrays on a free-threaded Python, where reference counts are not exact).
+
+    Lifetime: the pool is emptied by :func:`release_buffers`, and automatically when the last
+    recurrent layer that uses it (``tinyattn.nn.LSTM`` / ``GRU``, see :func:`register_user`) is
+    garbage-collected. Buffers still used by a live graph stay alive until that graph goes.
+    """
+
+    def __init__(self, per_key=4, max_keys=16, max_bytes=256 << 20):
+        self.per_key, self.max_keys, self.max_bytes = per_key, max_keys, max_bytes
+        self.pool = OrderedDict()
+        self.nbytes = 0
+        self.users = 0
+        self.lock = threading.Lock()
+
+    def _drop_oldest(self):
+        _, bufs = self.pool.popitem(last=False)
+        self.nbytes -= sum(b.nbytes for b in bufs)
+
+    def empty(self, xp, shape, dtype):
+        if xp is not np or not _POOL_SAFE:
+            return xp.empty(shape, dtype=dtype)
+        key = (tuple(shape), np.dtype(dtype))
+        with self.lock:
+            bufs = self.pool.pop(key, [])
+            self.pool[key] = bufs                       # most recently used last
+            if len(self.pool) > self.max_keys:
+                self._drop_oldest()
+            for b in bufs:
+                if sys.getrefcount(b) == 3:             # held only by: the list, b, getrefcount's argument
+                    return b
+            b = np.empty(shape, dtype=dtype)
+            if len(bufs) < self.per_key and b.nbytes <= self.max_bytes:
+                while self.nbytes + b.nbytes > self.max_bytes and len(self.pool) > 1:
+                    self._drop_oldest()                 # make room: forget the least recently used shapes
+                if self.nbytes + b.nbytes <= self.max_bytes:
+                    bufs.append(b)
+                    self.nbytes += b.nbytes
+            return b
+
+    def clear(self):
+        with self.lock:
+            freed = self.nbytes
+            self.pool.clear()
+            self.nbytes = 0
+            return freed
+
+    def _user_gone(self):
+        with self.lock:
+            self.users -= 1
+            last = self.users <= 0
+        if last:
+            self.clear()
+
+
+def _refcounts_as_assumed():
+    """Check, once, that ``sys.getrefcount`` counts as ``_Workspace.empty`` assumes: 3 for a buffer
+    held only by the pool's list (list, loop variable, call argument) and 4 once someone else holds it.
+    CPython may count differently (3.14 can borrow references, a free-threaded build is inexact):
+    then the pool is off and every buffer is freshly allocated, never wrongly shared."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    bufs = [np.empty(1)]
+    free = [sys.getrefcount(b) for b in bufs][0]
+    held = bufs[0]                                   # noqa: F841  (a second owner)
+    busy = [sys.getrefcount(b) for b in bufs][0]
+    return free == 3 and busy == 4
+
+
+_POOL_SAFE = _refcounts_as_assumed()
+_workspace = _Workspace()
+
+
+def release_buffers():
+    """Empty the LSTM/GRU buffer pool now; returns the number of bytes it held.
+
+    Arrays still referenced elsewhere (a graph not yet backpropagated, an output) stay alive until
+    they are no longer used; everything else is returned to the allocator. The pool also empties by
+    itself when the last ``tinyattn.nn`` recurrent layer is garbage-collected."""
+    return _workspace.clear()
+
+
+def buffer_pool_bytes():
+    """Bytes of NumPy buffers the LSTM/GRU pool currently keeps for reuse."""
+    return _workspace.nbytes
+
+
+def set_buffer_pool_limit(max_bytes):
+    """Cap the LSTM/GRU buffer pool at ``max_bytes`` (default 256 MiB; 0 turns pooling off);
+    shapes used least recently are dropped to fit. Returns the previous cap."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"set_buffer_pool_limit: max_bytes must be a non-negative integer, got {max_bytes!r}")
+    ws = _workspace
+    with ws.lock:
+        old, ws.max_bytes = ws.max_bytes, int(max_bytes)
+        while ws.nbytes > ws.max_bytes and ws.pool:
+            ws._drop_oldest()
+    return old
+
+
+def register_user(owner):
+    """Count ``owner`` (a recurrent layer) as a user of the buffer pool; when the last registered
+    user is garbage-collected, the pool is emptied (:func:`release_buffers`)."""
+    with _workspace.lock:
+        _workspace.users += 1
+    weakref.finalize(owner, _workspace._user_gone)
+
+
+def _quiet():
+    """exp(−z) may overflow to inf for very negative z; 1/(1 + inf) = 0 is then the right σ."""
+    return np.errstate(over="ignore")
+
+
+def _array_only(fn):
+    if fn._as_tensors:
+        raise NotImplementedError(f"{type(fn).__name__}: double backward (create_graph=True) is not "
+                                  f"supported; this fused recurrent cell has an array-only backward")
+
+
+def _check_mask(mask, T, B, name):
+    if mask is None:
+        return None
+    if tuple(mask.shape) != (T, B):
+        raise ValueError(f"{name}: time-major mask must have shape (T, B) = {(T, B)}, got {tuple(mask.shape)}")
+    return mask
+
+
+# ------------------------------------------------------------------------------------------------
+# LSTM
+# ------------------------------------------------------------------------------------------------
+def _lstm_scale(xp, u, dtype):
+    """−s (4u,): −1 on the i, f, o column blocks and −2 on the g block (see :func:`_lstm_activate`)."""
+    s = xp.full((4 * u,), -1, dtype=dtype)
+    s[2 * u:3 * u] = -2
+    return s
+
+
+def _lstm_activate(xp, a, c, c_new, tc, h_new):
+    """Finish one LSTM step in place, given ``a`` (B, 4u) = −s⊙z (−z on i, f, o and −2z on g).
+
+    One exp serves all four gates: 1/(1 + eᵃ) is σ(z) on the i, f, o blocks and σ(2z) on the g
+    block, and tanh(z) = 2σ(2z) − 1. (An exp costs about half a tanh in NumPy.) Then
+        c' = f⊙c + i⊙g → ``c_new``,   tanh(c') → ``tc``,   h' = o⊙tanh(c') → ``h_new``   (B, u)
+    and ``a`` holds the activations [i f g o].
+    """
+    u = c.shape[-1]
+    xp.exp(a, out=a)
+    a += 1
+    xp.reciprocal(a, out=a)
+    g = a[:, 2 * u:3 * u]
+    g *= 2
+    g -= 1
+    i, f, o = a[:, :u], a[:, u:2 * u], a[:, 3 * u:]
+    xp.multiply(f, c, out=c_new)
+    xp.multiply(i, g, out=tc)                 # tc as scratch before it gets tanh(c')
+    c_new += tc
+    xp.tanh(c_new, out=tc)
+    xp.multiply(o, tc, out=h_new)
+
+
+def _lstm_derivs(xp, A, D=None):
+    """Gate derivatives from the activations A (…, 4u): σ(1 − σ) on i, f, o and 1 − g² on g
+    (written into ``D`` when given)."""
+    u = A.shape[-1] // 4
+    D = xp.subtract(1, A, out=D)
+    D *= A
+    Dg = D[..., 2 * u:3 * u]
+    xp.multiply(A[..., 2 * u:3 * u], A[..., 2 * u:3 * u], out=Dg)
+    xp.subtract(1, Dg, out=Dg)
+    return D
+
+
+def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch):
+    """BPTT through one LSTM step, in place. Shapes: (B, u) and (B, 4u).
+
+    gh, gc: gradients w.r.t. h' and c'; a: activations [i f g o]; c: the previous cell state;
+    tc = tanh(c'); do = o⊙(1 − tanh²c'); dz: on entry the gate derivatives, on exit the gradient
+    w.r.t. the pre-activations z;  ``gc`` becomes the gradient w.r.t. the previous c:
+        gc ← gc + gh⊙do
+        gz = [gc⊙g,  gc⊙c,  gc⊙i,  gh⊙tanh c'] ⊙ [σ'(i), σ'(f), tanh'(g), σ'(o)]
+        gc ← gc⊙f          (g h_prev = gz·Rᵀ, g xk = gz, gR = h_prevᵀ·gz are left to the caller)
+    """
+    u = gh.shape[-1]
+    i, f, g = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u]
+    xp.multiply(gh, do, out=scratch[:, :u])
+    gc += scratch[:, :u]
+    xp.multiply(gc, g, out=scratch[:, :u])
+    xp.multiply(gc, c, out=scratch[:, u:2 * u])
+    xp.multiply(gc, i, out=scratch[:, 2 * u:3 * u])
+    xp.multiply(gh, tc, out=scratch[:, 3 * u:])
+    dz *= scratch
+    gc *= f
+
+
+class LSTMCellFn(Function):
+    """One fused LSTM step (Keras gate order i, f, c, o).
+
+    Inputs: xk (B, 4u) — this step's input projection x·K + b; h, c (B, u); R (u, 4u).
+        z = xk + h·R,  i = σ(zᵢ), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
+        c' = f⊙c + i⊙g,   h' = o⊙tanh(c')                     Outputs: (h', c'), each (B, u).
+    Backward (array-only, no double backward), see :func:`_lstm_backprop`:
+        g xk = gz,  g h = gz·Rᵀ,  g c = (gc' + gh'⊙o⊙(1 − tanh²c'))⊙f,  gR = hᵀ·gz.
+    """
+
+    def forward(self, xk, h, c, R):
+        xp = backend.get_array_module(xk, h, c, R)
+        B, u = h.shape
+        if xk.shape != (B, 4 * u) or c.shape != (B, u) or R.shape != (u, 4 * u):
+            raise ValueError(f"lstm cell: expected xk (B, 4u), h and c (B, u), R (u, 4u); got xk "
+                             f"{tuple(xk.shape)}, h {tuple(h.shape)}, c {tuple(c.shape)}, R {tuple(R.shape)}")
+        a = h @ R
+        a += xk
+        a *= _lstm_scale(xp, u, a.dtype)
+        self.tc = xp.empty((B, u), dtype=xk.dtype)
+        c_new, h_new = xp.empty_like(self.tc), xp.empty_like(self.tc)
+        with _quiet():
+            _lstm_activate(xp, a, c, c_new, self.tc, h_new)
+        self.a = a
+        return h_new, c_new
+
+    def backward(self, gh, gc):
+        _array_only(self)
+        xk, h, c, R = self.inputs
+        xp = backend.get_array_module(xk)
+        u = h.shape[-1]
+        gh = xp.zeros_like(h) if gh is None else gh
+        gc = xp.zeros_like(c) if gc is None else gc.copy()
+        gz = _lstm_derivs(xp, self.a)
+        do = self.a[:, 3 * u:] * (1 - self.tc * self.tc)
+        _lstm_backprop(xp, gh, gc, self.a, c, self.tc, do, gz, xp.empty_like(gz))
+        return gz, gz @ R.T, gc, h.T @ gz
+
+
+class LSTMSequenceFn(Function):
+    """A whole LSTM layer over a sequence, input projection + loop + BPTT, as ONE Function.
+
+    Inputs (time-major): x (T, B, d); h0, c0 (B, u); K (d, 4u); R (u, 4u); optionally b (4u,).
+    Forward:
+        xk = x·K + b for all T·B rows at once (one matmul)
+        for t = 0 … T−1:  z = xk[t] + hₜ₋₁·R;  (h', c') as in :class:`LSTMCellFn`
+            without a mask:  hₜ = h', cₜ = c', outₜ = h'
+            with ``mask`` (T, B): hₜ = m⊙h' + (1−m)⊙hₜ₋₁ (c alike), outₜ = m⊙h' + (1−m)⊙outₜ₋₁, out₋₁ = 0
+            (or outₜ = m⊙h' with ``zero_output_for_mask``, Keras's option, forced on by Bidirectional)
+    Outputs: out (T, B, u), h_T (B, u), c_T (B, u).
+    Backward (BPTT, array-only), from t = T−1 down to 0, gh and gc being the gradients reaching hₜ, cₜ:
+        gh' = m⊙(gh + gout_acc), gc' = m⊙gc  (m = 1 without a mask);  gz[t] by :func:`_lstm_backprop`
+        gh ← gz[t]·Rᵀ + (1−m)⊙gh,   gc ← gc'⊙f (+ gh'-path) + (1−m)⊙gc,
+        gout_acc ← (1−m)⊙gout_acc  (0 with ``zero_output_for_mask``)
+    then, as three big matmuls over all T·B rows:
+        gx = gz·Kᵀ,   gK = xᵀ·gz,   gR = Σₜ hₜ₋₁ᵀ gz[t],   gb = Σ gz.
+    Per step the forward costs one (B, u)·(u, 4u) matmul, one exp, one tanh and a few cheap passes.
+    """
+
+    def __init__(self, mask=None, zero_output_for_mask=False):
+        self.mask, self.zero_output = mask, zero_output_for_mask
+
+    def forward(self, x, h0, c0, K, R, *b):
+        xp = backend.get_array_module(x, h0, c0, K, R)
+        T, B, d = x.shape
+        u = R.shape[0]
+        if (K.shape != (d, 4 * u) or R.shape != (u, 4 * u) or h0.shape != (B, u) or c0.shape != (B, u)
+                or (b and b[0].shape != (4 * u,))):
+            raise ValueError(f"lstm: expected x (T, B, d), h0 and c0 (B, u), K (d, 4u), R (u, 4u), b (4u,); "
+                             f"got x {tuple(x.shape)}, h0 {tuple(h0.shape)}, c0 {tuple(c0.shape)}, "
+                             f"K {tuple(K.shape)}, R {tuple(R.shape)}" + (f", b {tuple(b[0].shape)}" if b else ""))
+        mask = _check_mask(self.mask, T, B, "lstm")
+        dt = x.dtype
+        ns = _lstm_scale(xp, u, dt)
+        ws = _workspace
+        self.x2 = x.reshape(T * B, d)
+        A = ws.empty(xp, (T, B, 4 * u), dt)            # −s⊙(x·K + b), becomes the activations
+        xp.matmul(self.x2, K * ns, out=A.reshape(T * B, 4 * u))
+        if b:
+            A += b[0] * ns
+        Rn = R * ns
+        H = ws.empty(xp, (T + 1, B, u), dt)            # H[t+1] = state h after step t; H[0] = h0
+        C = ws.empty(xp, (T + 1, B, u), dt)
+        TC = ws.empty(xp, (T, B, u), dt)               # tanh(c') of each step's new c
+        Z = xp.empty((B, 4 * u), dtype=dt)
+        H[0], C[0] = h0, c0
+        out = H[1:] if mask is None else xp.zeros((T, B, u), dtype=dt)
+        with _quiet():
+            for t in range(T):
+                xp.matmul(H[t], Rn, out=Z)
+                A[t] += Z
+                _lstm_activate(xp, A[t], C[t], C[t + 1], TC[t], H[t + 1])
+                if mask is not None:
+                    keep = mask[t][:, None]            # (B, 1): True = a real step
+                    out[t] = xp.where(keep, H[t + 1], out[t - 1] if t and not self.zero_output else 0)
+                    xp.copyto(H[t + 1], H[t], where=~keep)  # masked: carry the state through
+                    xp.copyto(C[t + 1], C[t], where=~keep)
+        self.saved = (A, H, C, TC)
+        return out, H[T], C[T]
+
+    def backward(self, gout, ghT, gcT):
+        _array_only(self)
+        x, h0, c0, K, R, *b = self.inputs
+        xp = backend.get_array_module(x)
+        A, H, C, TC = self.saved
+        T, B, u = TC.shape
+        gh = xp.zeros_like(h0) if ghT is None else ghT.copy()
+        gc = xp.zeros_like(c0) if gcT is None else gcT.copy()
+        GZ = _lstm_derivs(xp, A, _workspace.empty(xp, A.shape, A.dtype))  # becomes gz step by step
+        DO = xp.multiply(TC, TC, out=_workspace.empty(xp, TC.shape, TC.dtype))  # o⊙(1 − tanh²c')
+        xp.subtract(1, DO, out=DO)
+        DO *= A[:, :, 3 * u:]
+        RT = xp.ascontiguousarray(R.T)
+        scratch = xp.empty((B, 4 * u), dtype=x.dtype)
+        mask = self.mask
+        if mask is not None:
+            mf = mask.astype(x.dtype)[:, :, None]      # (T, B, 1) as 1.0 / 0.0
+            gacc = xp.zeros_like(h0)                   # output gradient carried back through masked steps
+        for t in range(T - 1, -1, -1):
+            if mask is None:
+                if gout is not None:
+                    gh += gout[t]
+                _lstm_backprop(xp, gh, gc, A[t], C[t], TC[t], DO[t], GZ[t], scratch)
+                xp.matmul(GZ[t], RT, out=gh)
+            else:
+                m = mf[t]
+                if gout is not None:
+                    gacc += gout[t]
+                gh_new, gc_new = m * (gh + gacc), m * gc
+                _lstm_backprop(xp, gh_new, gc_new, A[t], C[t], TC[t], DO[t], GZ[t], scratch)
+                gh = GZ[t] @ RT + (1 - m) * gh
+                gc = gc_new + (1 - m) * gc
+                gacc *= 0 if self.zero_output else 1 - m
+        GZ2 = GZ.reshape(T * B, 4 * u)
+        need = [v.requires_grad for v in self._inputs]
+        gx = (GZ2 @ K.T).reshape(T, B, K.shape[0]) if need[0] else None
+        gK = self.x2.T @ GZ2 if need[3] else None
+        gR = H[:-1].reshape(T * B, u).T @ GZ2 if need[4] else None
+        return (gx, gh, gc, gK, gR) + ((GZ2.sum(axis=0),) if b else ())
+
+
+# ------------------------------------------------------------------------------------------------
+# GRU
+# ------------------------------------------------------------------------------------------------
+def _gru_scale(xp, u, dtype):
+    """s (3u,): −1 on the z and r column blocks (so that σ is one exp away), +1 on the h block."""
+    s = xp.ones((3 * u,), dtype=dtype)
+    s[:2 * u] = -1
+    return s
+
+
+def _gru_step(xp, a, h, mats, b_rec, zbuf, aux, h_new, reset_after):
+    """One GRU step in place. ``a`` (B, 3u) holds the scaled input projection s⊙(x·K + b_in)
+    (−pre-activation on z, r; +pre-activation on h) and becomes the activations [z r ĥ].
+
+    reset_after (``mats`` = (s⊙R,), ``b_rec`` = s⊙b_rec or None):
+        rk = h·R + b_rec;  [z r] = σ(xk_zr + rk_zr);  ĥ = tanh(xk_h + r⊙rk_h);  ``aux`` ← rk_h
+    otherwise (``mats`` = (s⊙R_zr, R_h)):
+        [z r] = σ(xk_zr + h·R_zr);  ĥ = tanh(xk_h + (r⊙h)·R_h);  ``aux`` ← r⊙h
+    h' = z⊙h + (1 − z)⊙ĥ = (h − ĥ)⊙z + ĥ → ``h_new``.   zbuf: scratch (B, 3u) or (B, 2u).
+    """
+    u = h.shape[-1]
+    zr, hh = a[:, :2 * u], a[:, 2 * u:]
+    xp.matmul(h, mats[0], out=zbuf)
+    if reset_after:
+        if b_rec is not None:
+            zbuf += b_rec
+        aux[...] = zbuf[:, 2 * u:]
+        zr += zbuf[:, :2 * u]
+    else:
+        zr += zbuf
+    xp.exp(zr, out=zr)                              # σ(v) = 1/(1 + e^(−v)), zr holds −v
+    zr += 1
+    xp.reciprocal(zr, out=zr)
+    z, r = a[:, :u], a[:, u:2 * u]
+    if reset_after:
+        hh += r * aux
+    else:
+        xp.multiply(r, h, out=aux)
+        hh += aux @ mats[1]
+    xp.tanh(hh, out=hh)
+    xp.subtract(h, hh, out=h_new)
+    h_new *= z
+    h_new += hh
+
+
+def _gru_derivs(xp, A, D=None):
+    """Derivative factors from the activations A (…, 3u): z(1 − z), r(1 − r), 1 − ĥ² (into ``D``)."""
+    u = A.shape[-1] // 3
+    D = xp.subtract(1, A, out=D)
+    D *= A
+    Dh = D[..., 2 * u:]
+    xp.multiply(A[..., 2 * u:], A[..., 2 * u:], out=Dh)
+    xp.subtract(1, Dh, out=Dh)
+    return D
+
+
+def _gru_backprop(xp, gh, h, a, aux, dz, scratch, reset_after, RhT=None):
+    """BPTT through one GRU step (the VJP of :func:`_gru_step`), in place. gh: gradient w.r.t. h'.
+
+    dz (B, 3u): on entry the derivative factors (:func:`_gru_derivs`), on exit gz, the gradient
+    w.r.t. the pre-activations [a_z a_r a_h] (which is also g xk):
+        gz_h = gh⊙(1 − z)⊙(1 − ĥ²),   gz_z = gh⊙(h − ĥ)⊙z(1 − z)
+        reset_after:  g r = gz_h⊙rk_h;   otherwise  g(r⊙h) = gz_h·R_hᵀ,  g r = g(r⊙h)⊙h
+        gz_r = g r⊙r(1 − r)
+    Returns the part of g h_prev that does not pass through h·R:  gh⊙z (+ g(r⊙h)⊙r).
+    """
+    u = h.shape[-1]
+    z, r, hh = a[:, :u], a[:, u:2 * u], a[:, 2 * u:]
+    direct = gh * z
+    xp.subtract(gh, direct, out=scratch[:, 2 * u:])
+    dz[:, 2 * u:] *= scratch[:, 2 * u:]
+    xp.subtract(h, hh, out=scratch[:, :u])
+    scratch[:, :u] *= gh
+    if reset_after:
+        xp.multiply(dz[:, 2 * u:], aux, out=scratch[:, u:2 * u])
+    else:
+        grh = dz[:, 2 * u:] @ RhT
+        xp.multiply(grh, h, out=scratch[:, u:2 * u])
+        grh *= r
+        direct += grh
+    dz[:, :2 * u] *= scratch[:, :2 * u]
+    return direct
+
+
+def _gru_mats(xp, R, s, reset_after):
+    u = R.shape[0]
+    if reset_after:
+        return (R * s,)
+    return (xp.ascontiguousarray(R[:, :2 * u] * s[:2 * u]), xp.ascontiguousarray(R[:, 2 * u:]))
+
+
+class GRUCellFn(Function):
+    """One fused GRU step (Keras gate order z, r, h).
+
+    Inputs: xk (B, 3u) = x·K + b_in;  h (B, u);  R (u, 3u);  with ``reset_after`` optionally rb
+    (3u,), the recurrent bias (row 1 of Keras's (2, 3u) bias).
+        reset_after:  rk = h·R + rb,  z, r = σ(xk + rk) blocks,  ĥ = tanh(xk_h + r⊙rk_h)
+        otherwise:    z, r = σ(xk + h·R) blocks,                 ĥ = tanh(xk_h + (r⊙h)·R_h)
+        h' = z⊙h + (1 − z)⊙ĥ                                      Output: h' (B, u).
+    Backward (array-only), gz from :func:`_gru_backprop`; g xk = gz;
+        reset_after:  grk = [gz_z, gz_r, gz_h⊙r],  g h = direct + grk·Rᵀ,  gR = hᵀ·grk,  g rb = Σ_B grk
+        otherwise:    g h = direct + gz_zr·R_zrᵀ,  gR = [hᵀ·gz_zr, (r⊙h)ᵀ·gz_h].
+    """
+
+    def __init__(self, reset_after=True):
+        self.reset_after = reset_after
+
+    def forward(self, xk, h, R, *rb):
+        xp = backend.get_array_module(xk, h, R)
+        B, u = h.shape
+        if xk.shape != (B, 3 * u) or R.shape != (u, 3 * u) or (rb and rb[0].shape != (3 * u,)):
+            raise ValueError(f"gru cell: expected xk (B, 3u), h (B, u), R (u, 3u), rb (3u,); got xk "
+                             f"{tuple(xk.shape)}, h {tuple(h.shape)}, R {tuple(R.shape)}"
+                             + (f", rb {tuple(rb[0].shape)}" if rb else ""))
+        if rb and not self.reset_after:
+            raise ValueError("gru cell: a recurrent bias rb exists only with reset_after=True")
+        s = _gru_scale(xp, u, xk.dtype)
+        self.a = xk * s
+        self.aux = xp.empty((B, u), dtype=xk.dtype)      # rk_h (reset_after) or r⊙h
+        h_new = xp.empty((B, u), dtype=xk.dtype)
+        zbuf = xp.empty((B, 3 * u if self.reset_after else 2 * u), dtype=xk.dtype)
+        with _quiet():
+            _gru_step(xp, self.a, h, _gru_mats(xp, R, s, self.reset_after), rb[0] * s if rb else None,
+                      zbuf, self.aux, h_new, self.reset_after)
+        return h_new
+
+    def backward(self, gh):
+        _array_only(self)
+        xk, h, R, *rb = self.inputs
+        xp = backend.get_array_module(xk)
+        u = h.shape[-1]
+        gz = _gru_derivs(xp, self.a)
+        direct = _gru_backprop(xp, gh, h, self.a, self.aux, gz, xp.empty_like(gz), self.reset_after,
+                               xp.ascontiguousarray(R[:, 2 * u:].T))
+        if self.reset_after:
+            grk = gz.copy()
+            grk[:, 2 * u:] *= self.a[:, u:2 * u]
+            return (gz, direct + grk @ R.T, h.T @ grk) + ((grk.sum(axis=0),) if rb else ())
+        gR = xp.concatenate([h.T @ gz[:, :2 * u], self.aux.T @ gz[:, 2 * u:]], axis=1)
+        return gz, direct + gz[:, :2 * u] @ R[:, :2 * u].T, gR
+
+
+class GRUSequenceFn(Function):
+    """A whole GRU layer over a sequence, input projection + loop + BPTT, as ONE Function.
+
+    Inputs (time-major): x (T, B, d); h0 (B, u); K (d, 3u); R (u, 3u); optionally the bias b,
+    Keras's layout: (2, 3u) with ``reset_after`` (rows: input bias, recurrent bias) or (3u,).
+    Forward: xk = x·K + b_in for all T·B rows (one matmul), then per step h' = cell(xk[t], hₜ₋₁)
+    (:class:`GRUCellFn`); the mask rule of :class:`LSTMSequenceFn`. Outputs: out (T, B, u), h_T (B, u).
+    Backward (BPTT, array-only): per step gz[t] (:func:`_gru_backprop`) and
+        reset_after: grk[t] = [gz_z, gz_r, gz_h⊙r],  gh ← direct + grk[t]·Rᵀ
+        otherwise:   gh ← direct + gz_zr[t]·R_zrᵀ
+    then over all T·B rows at once: gx = gz·Kᵀ, gK = xᵀ·gz, gR = Σ hₜ₋₁ᵀ grk[t] (or
+    [Σ hₜ₋₁ᵀ gz_zr[t], Σ (r⊙h)ₜᵀ gz_h[t]]), gb = Σ gz (and Σ grk for the recurrent row).
+    """
+
+    def __init__(self, reset_after=True, mask=None, zero_output_for_mask=False):
+        self.reset_after, self.mask, self.zero_output = reset_after, mask, zero_output_for_mask
+
+    def forward(self, x, h0, K, R, *b):
+        xp = backend.get_array_module(x, h0, K, R)
+        T, B, d = x.shape
+        u = R.shape[0]
+        ra = self.reset_after
+        bshape = (2, 3 * u) if ra else (3 * u,)
+        if (K.shape != (d, 3 * u) or R.shape != (u, 3 * u) or h0.shape != (B, u)
+                or (b and b[0].shape != bshape)):
+            raise ValueError(f"gru: expected x (T, B, d), h0 (B, u), K (d, 3u), R (u, 3u), b {bshape} "
+                             f"(u = {u}); got x {tuple(x.shape)}, h0 {tuple(h0.shape)}, K {tuple(K.shape)}, "
+                             f"R {tuple(R.shape)}" + (f", b {tuple(b[0].shape)}" if b else ""))
+        mask = _check_mask(self.mask, T, B, "gru")
+        dt = x.dtype
+        s = _gru_scale(xp, u, dt)
+        ws = _workspace
+        self.x2 = x.reshape(T * B, d)
+        A = ws.empty(xp, (T, B, 3 * u), dt)            # s⊙(x·K + b_in), becomes the activations
+        xp.matmul(self.x2, K * s, out=A.reshape(T * B, 3 * u))
+        b_rec = None
+        if b:
+            A += (b[0][0] if ra else b[0]) * s
+            b_rec = b[0][1] * s if ra else None
+        mats = _gru_mats(xp, R, s, ra)
+        H = ws.empty(xp, (T + 1, B, u), dt)
+        AUX = ws.empty(xp, (T, B, u), dt)              # rk_h (reset_after) or r⊙h, per step
+        zbuf = xp.empty((B, 3 * u if ra else 2 * u), dtype=dt)
+        H[0] = h0
+        out = H[1:] if mask is None else xp.zeros((T, B, u), dtype=dt)
+        with _quiet():
+            for t in range(T):
+                _gru_step(xp, A[t], H[t], mats, b_rec, zbuf, AUX[t], H[t + 1], ra)
+                if mask is not None:
+                    keep = mask[t][:, None]
+                    out[t] = xp.where(keep, H[t + 1], out[t - 1] if t and not self.zero_output else 0)
+                    xp.copyto(H[t + 1], H[t], where=~keep)
+        self.saved = (A, H, AUX)
+        return out, H[T]
+
+    def backward(self, gout, ghT):
+        _array_only(self)
+        x, h0, K, R, *b = self.inputs
+        xp = backend.get_array_module(x)
+        A, H, AUX = self.saved
+        T, B, u = AUX.shape
+        ra = self.reset_after
+        gh = xp.zeros_like(h0) if ghT is None else ghT.copy()
+        GZ = _gru_derivs(xp, A, _workspace.empty(xp, A.shape, A.dtype))  # becomes gz step by step
+        scratch = xp.empty((B, 3 * u), dtype=x.dtype)
+        if ra:
+            GRK = _workspace.empty(xp, A.shape, A.dtype)  # gradient w.r.t. rk = h·R + b_rec
+            RT = xp.ascontiguousarray(R.T)
+            RhT = None
+        else:
+            RzrT = xp.ascontiguousarray(R[:, :2 * u].T)
+            RhT = xp.ascontiguousarray(R[:, 2 * u:].T)
+        mask = self.mask
+        if mask is not None:
+            mf = mask.astype(x.dtype)[:, :, None]
+            gacc = xp.zeros_like(h0)
+        for t in range(T - 1, -1, -1):
+            if mask is None:
+                if gout is not None:
+                    gh += gout[t]
+                gnew = gh
+            else:
+                m = mf[t]
+                if gout is not None:
+                    gacc += gout[t]
+                gnew = m * (gh + gacc)
+            direct = _gru_backprop(xp, gnew, H[t], A[t], AUX[t], GZ[t], scratch, ra, RhT)
+            if ra:
+                GRK[t, :, :2 * u] = GZ[t, :, :2 * u]
+                xp.multiply(GZ[t, :, 2 * u:], A[t, :, u:2 * u], out=GRK[t, :, 2 * u:])
+                direct += GRK[t] @ RT
+            else:
+                direct += GZ[t, :, :2 * u] @ RzrT
+            if mask is None:
+                gh = direct
+            else:
+                direct += (1 - m) * gh
+                gh = direct
+                gacc *= 0 if self.zero_output else 1 - m
+        need = [v.requires_grad for v in self._inputs]
+        GZ2 = GZ.reshape(T * B, 3 * u)
+        Hp = H[:-1].reshape(T * B, u)
+        gx = (GZ2 @ K.T).reshape(T, B, K.shape[0]) if need[0] else None
+        gK = self.x2.T @ GZ2 if need[2] else None
+        gb = ()
+        if ra:
+            GRK2 = GRK.reshape(T * B, 3 * u)
+            gR = Hp.T @ GRK2 if need[3] else None
+            if b:
+                gb = (xp.stack([GZ2.sum(axis=0), GRK2.sum(axis=0)]),)
+        else:
+            gR = xp.concatenate([Hp.T @ GZ2[:, :2 * u], AUX.reshape(T * B, u).T @ GZ2[:, 2 * u:]],
+                                axis=1) if need[3] else None
+            if b:
+                gb = (GZ2.sum(axis=0),)
+        return (gx, gh, gK, gR) + gb
+
+
+def lstm_sequence(x, h0, c0, K, R, b=None, mask=None, zero_output_for_mask=False):
+    """Run :class:`LSTMSequenceFn`: x (T, B, d), h0, c0 (B, u), K (d, 4u), R (u, 4u), b (4u,) or None,
+    mask (T, B) or None -> (out (T, B, u), h_T (B, u), c_T (B, u))."""
+    mask = as_mask(mask, x, shape=x.shape[:2], where="lstm_sequence")
+    if mask is not None:                         # (T, B), one contiguous row per step
+        xp = backend.get_array_module(mask)
+        mask = xp.ascontiguousarray(xp.broadcast_to(mask, x.shape[:2]))
+    return LSTMSequenceFn(mask, zero_output_for_mask)(*((x, h0, c0, K, R) + ((b,) if b is not None else ())))
+
+
+def gru_sequence(x, h0, K, R, b=None, reset_after=True, mask=None, zero_output_for_mask=False):
+    """Run :class:`GRUSequenceFn`: x (T, B, d), h0 (B, u), K (d, 3u), R (u, 3u), b ((2, 3u) with
+    ``reset_after``, else (3u,)) or None, mask (T, B) or None -> (out (T, B, u), h_T (B, u))."""
+    mask = as_mask(mask, x, shape=x.shape[:2], where="gru_sequence")
+    if mask is not None:                         # (T, B), one contiguous row per step
+        xp = backend.get_array_module(mask)
+        mask = xp.ascontiguousarray(xp.broadcast_to(mask, x.shape[:2]))
+    return GRUSequenceFn(reset_after, mask, zero_output_for_mask)(*((x, h0, K, R) + ((b,) if b is not None else ())))
