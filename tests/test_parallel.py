@@ -214,3 +214,83 @@ def test_optimizer_updates_bit_identical(pool, opt):
     ser, par = _serial_and_parallel(run)
     assert not np.array_equal(ser[0], w0[0])           # the update did something
     _same(ser, par)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_softmax_and_masked_softmax_bit_identical(pool, shape, masked):
+    rng = np.random.default_rng(6)
+    x0 = (rng.standard_normal(shape) * 4).astype(np.float32)
+    g0 = rng.standard_normal(shape).astype(np.float32)
+    mask = rng.random(shape) < 0.7
+    if masked:
+        mask.reshape(-1, shape[-1])[0] = False          # one fully masked row
+
+    def run():
+        x = ta.tensor(x0, requires_grad=True)
+        y = ta.functions.nn.MaskedSoftmax(mask)(x) if masked else ta.softmax(x, axis=-1)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 11), (1, 2, 13, 5), (3, 1, 9, 9)])
+@pytest.mark.parametrize("variant", ["plain", "mask", "causal_bias", "dropout", "weights_used"])
+def test_fused_sdpa_bit_identical(pool, shape, variant):
+    B, H, T, S = shape
+    rng = np.random.default_rng(7)
+    q0 = rng.standard_normal((B, H, T, 8)).astype(np.float32)
+    k0, v0 = (rng.standard_normal((B, H, S, 8)).astype(np.float32) for _ in range(2))
+    go = rng.standard_normal((B, H, T, 8)).astype(np.float32)
+    gw = rng.standard_normal((B, H, T, S)).astype(np.float32)
+    mask = rng.random((B, 1, 1, S)) < 0.8 if variant == "mask" else None
+    bias = np.triu(np.full((T, S), -1e9, np.float32), 1) if variant == "causal_bias" else None
+    p = 0.3 if variant == "dropout" else 0.0
+
+    def run():
+        ta.manual_seed(0)
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+        fn = ta.kernels.attention.ScaledDotProductAttention(1 / np.sqrt(8), mask=mask, dropout=p, bias=bias)
+        o, w = fn(q, k, v)
+        loss = (o * ta.tensor(go)).sum()
+        if variant == "weights_used":
+            loss = loss + (w * ta.tensor(gw)).sum()
+        loss.backward()
+        return [o.data, w.data, q.grad.data, k.grad.data, v.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_bit_identical(pool, shape):
+    rng = np.random.default_rng(8)
+    x0 = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    g0 = rng.standard_normal(shape).astype(np.float32)
+
+    def run():
+        ta.manual_seed(0)
+        ln = ta.nn.LayerNormalization(epsilon=1e-5)
+        x = ta.tensor(x0, requires_grad=True)
+        ln(x)
+        ln.gamma.data[...] = rng_g = np.linspace(0.5, 1.5, shape[-1], dtype=np.float32)   # noqa: F841
+        ln.beta.data[...] = np.linspace(-1, 1, shape[-1], dtype=np.float32)
+        y = ln(x)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data, ln.gamma.grad.data, ln.beta.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+def test_score_buffers_are_reused_only_when_free():
+    """The fused SDPA takes its score buffers from the refcount-safe pool: a live P is never reused."""
+    rng = np.random.default_rng(9)
+    q, k, v = (ta.tensor(rng.standard_normal((2, 2, 16, 8)).astype(np.float32)) for _ in range(3))
+    fn = ta.kernels.attention.ScaledDotProductAttention
+    _, w1 = fn(0.3)(q, k, v)
+    keep = w1.data.copy()
+    _, w2 = fn(0.3)(q * 2, k, v)                       # w1 alive: w2 must be another array
+    assert not np.shares_memory(w1.data, w2.data)
+    assert np.array_equal(w1.data, keep)
+    addr = w2.data.__array_interface__["data"][0]
+    del w2
+    _, w3 = fn(0.3)(q, k, v)
+    assert w3.data.__array_interface__["data"][0] == addr       # the freed buffer came back
+    assert np.array_equal(w3.data, keep)

@@ -135,7 +135,7 @@ def _bounds(n, k, align):
     return edges
 
 
-def _split(arrays, lead_nd, how):
+def _split(arrays, lead_nd, how, tail):
     """Views of ``arrays`` whose leading ``lead_nd`` axes (shape ``lead``) are merged into one axis,
     or None when a view is impossible. Arrays that broadcast over the leading axes pass whole."""
     first = arrays[0]
@@ -148,8 +148,10 @@ def _split(arrays, lead_nd, how):
             continue
         pad = nd - a.ndim                           # broadcasting aligns from the right
         a_lead = (1,) * max(pad, 0) + a.shape[:max(lead_nd - pad, 0)]
-        if all(s == 1 for s in a_lead):
-            out.append((False, a))                  # the same block for every chunk
+        if all(s == 1 for s in a_lead):             # the same block for every chunk; in a flattened
+            if how == "flat":                       # split, drop its size-1 leading axes so that it
+                a = a.reshape(a.shape[a.ndim - min(a.ndim, tail):] if tail else ())   # still broadcasts
+            out.append((False, a))
             continue
         if a.ndim != nd or a.shape[:lead_nd] != lead:
             if how == "flat":
@@ -195,9 +197,9 @@ def rows(fn, *arrays, tail=1):
     if lead_nd <= 0:
         fn(*arrays)
         return None
-    parts = _split(arrays, lead_nd, "flat")
+    parts = _split(arrays, lead_nd, "flat", tail)
     if parts is None:
-        parts = _split(arrays, 1, "axis0")
+        parts = _split(arrays, 1, "axis0", tail)
     if parts is None:
         fn(*arrays)
         return None
