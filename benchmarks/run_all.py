@@ -58,7 +58,7 @@ LIBS = ("tinyattn", "torch")
 FULL = dict(tiny_steps=500, wide=32_000, rnn=(32, 50, 32, 128), mha=(16, 128, 256, 8), bahdanau=(32, 50, 128, 128),
             dec_steps=20, tf=(16, 128, 256, 8, 1024), attn_T=(1024, 2048, 4096), demo=(20000, 2), cold_steps=10)
 QUICK = dict(tiny_steps=100, wide=2_000, rnn=(8, 10, 8, 16), mha=(4, 32, 64, 4), bahdanau=(8, 12, 32, 32),
-             dec_steps=5, tf=(4, 32, 64, 4, 128), attn_T=(256,), demo=(1000, 1), cold_steps=3)
+             dec_steps=5, tf=(4, 32, 64, 4, 128), attn_T=(256,), demo=(500, 1), cold_steps=3)
 
 
 # ================================================================================================
@@ -646,7 +646,8 @@ def print_table(rows, infos, load0, args):
     out.append("# ratio = tinyattn / PyTorch per round (< 1: tinyattn faster); min – median – max; "
                "times are medians (wall); cpu = process-time ratio, median")
     out.append("")
-    head = f"| {'workload':<24} | thr | {'tinyattn':>10} | {'PyTorch':>10} | {'ratio min – med – max':>22} | cpu ratio | peak MiB (ta / torch) |"
+    head = (f"| {'workload':<24} | thr | {'tinyattn':>13} | {'PyTorch':>13} | {'ratio min – med – max':>22} "
+            f"| cpu ratio | peak MiB (ta / torch) |")
     out.append(head)
     out.append("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for (threads, name), res in rows.items():
@@ -660,8 +661,8 @@ def print_table(rows, infos, load0, args):
             mem = (f"{statistics.median(r['tinyattn']['mem'] for r in res):.0f} / "
                    f"{statistics.median(r['torch']['mem'] for r in res):.0f}")
         tlabel = "1" if threads == 1 else "all"
-        out.append(f"| {name:<24} | {tlabel:>3} | {statistics.median(ta_w):>7.3g} {unit:<2} | "
-                   f"{statistics.median(t_w):>7.3g} {unit:<2} | {_fmt_ratios(ratios):>22} | "
+        out.append(f"| {name:<24} | {tlabel:>3} | {statistics.median(ta_w):>7.4g} {unit:<5} | "
+                   f"{statistics.median(t_w):>7.4g} {unit:<5} | {_fmt_ratios(ratios):>22} | "
                    f"{statistics.median(cpu) if cpu else float('nan'):>9.2f} | {mem:>21} |")
     return "\n".join(out)
 
