@@ -294,3 +294,14 @@ def test_score_buffers_are_reused_only_when_free():
     _, w3 = fn(0.3)(q, k, v)
     assert w3.data.__array_interface__["data"][0] == addr       # the freed buffer came back
     assert np.array_equal(w3.data, keep)
+
+
+def test_non_numpy_arrays_take_the_serial_path(pool):
+    """Anything that is not exactly a NumPy ndarray (CuPy arrays, subclasses) runs fn once, whole,
+    on the calling thread: the GPU already runs the pass in parallel."""
+    class Sub(np.ndarray):
+        pass
+    x = np.ones((50, 10)).view(Sub)
+    assert not parallel.active(x)
+    names = _threads_used(lambda a: np.exp(a, out=a), x)
+    assert names == [threading.current_thread().name]
