@@ -305,3 +305,27 @@ def test_non_numpy_arrays_take_the_serial_path(pool):
     assert not parallel.active(x)
     names = _threads_used(lambda a: np.exp(a, out=a), x)
     assert names == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("B,T,S,A", [(3, 1, 7, 5), (2, 4, 9, 6), (5, 1, 13, 3)])
+def test_additive_score_and_decoder_step_bit_identical(pool, B, T, S, A):
+    rng = np.random.default_rng(10)
+    qp0 = rng.standard_normal((B, T, A)).astype(np.float32)
+    kp0 = rng.standard_normal((B, S, A)).astype(np.float32)
+    x0 = rng.standard_normal((B, S, 4)).astype(np.float32)
+    v0 = rng.standard_normal(A).astype(np.float32)
+    gs0 = rng.standard_normal((B, T, S)).astype(np.float32)
+    gc0 = rng.standard_normal((B, 4)).astype(np.float32)
+    mask = rng.random((B, S)) < 0.8
+
+    def run():
+        qp, kp, v, x = (ta.tensor(a, requires_grad=True) for a in (qp0, kp0, v0, x0))
+        s = ta.kernels.attention.AdditiveScore()(qp, kp, v)
+        s.backward(ta.tensor(gs0))
+        res = [s.data, qp.grad.data, kp.grad.data, v.grad.data]
+        for t in (qp, kp, v):
+            t.grad = None
+        c, a = ta.seq2seq.additive_attention(qp[:, 0], kp, x, v, mask=mask)
+        ((c * ta.tensor(gc0)).sum() + (a * a).sum()).backward()
+        return res + [c.data, a.data, qp.grad.data, kp.grad.data, v.grad.data, x.grad.data]
+    _same(*_serial_and_parallel(run))

@@ -177,6 +177,21 @@ def _tanh_inplace(xp, h):
     return h
 
 
+def _add_tanh(h, a, b):
+    """h ← tanh(a + b) (one block of rows)."""
+    np.add(a, b, out=h)
+    _tanh_inplace(np, h)
+
+
+def _square(h):
+    """h ⊙ h, row blocks on the pool for large NumPy arrays."""
+    if not parallel.active(h):
+        return h * h
+    out = np.empty_like(h)
+    parallel.rows(lambda x, o: np.multiply(x, x, out=o), h, out, tail=0)
+    return out
+
+
 class AdditiveScore(Function):
     """Additive (Bahdanau / Luong-concat) score, fused: qp (..., Tq, h), kp (..., Tk, h), v (h,)
     -> s (..., Tq, Tk) with
@@ -190,8 +205,13 @@ class AdditiveScore(Function):
 
     def forward(self, qp, kp, v):
         xp = backend.get_array_module(qp, kp, v)
-        h = xp.expand_dims(qp, -2) + xp.expand_dims(kp, -3)
-        _tanh_inplace(xp, h)
+        a, b = xp.expand_dims(qp, -2), xp.expand_dims(kp, -3)
+        if xp is np:                                  # H = tanh(a + b) as row blocks on the pool
+            h = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))
+            parallel.rows(_add_tanh, h, a, b, tail=0)
+        else:
+            h = a + b
+            _tanh_inplace(xp, h)
         self.H = h
         return xp.matmul(h, v)
 
@@ -213,7 +233,7 @@ class AdditiveScore(Function):
         if need_v:
             gv = h.reshape(-1, n).T @ gs.reshape(-1)
         if need_q or need_k:                            # G = (gs ⊗ v) ⊙ (1 − H²), summed without
-            h2 = h * h                                  # building G: Σ_j gs_ij (1 − H²_ij)
+            h2 = _square(h)                             # building G: Σ_j gs_ij (1 − H²_ij)
             if need_q:                                  #   = Σ_j gs_ij − (gs_i· @ H²_i··)
                 gq = (gs.sum(axis=-1)[..., None] - (gs[..., None, :] @ h2)[..., 0, :]) * v
             if need_k:
