@@ -329,3 +329,13 @@ def test_additive_score_and_decoder_step_bit_identical(pool, B, T, S, A):
         ((c * ta.tensor(gc0)).sum() + (a * a).sum()).backward()
         return res + [c.data, a.data, qp.grad.data, kp.grad.data, v.grad.data, x.grad.data]
     _same(*_serial_and_parallel(run))
+
+
+def test_a_single_long_row_runs_serially(pool):
+    """(1, n) softmaxed over n, or (1, 1, n): one row, nothing to split; the result is still right."""
+    x = np.random.default_rng(11).standard_normal((1, 1, 500)).astype(np.float32)
+    y = ta.softmax(ta.tensor(x), axis=-1).data
+    ta.set_num_threads(1)
+    assert y.tobytes() == ta.softmax(ta.tensor(x), axis=-1).data.tobytes()
+    names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
+    assert names == [threading.current_thread().name]

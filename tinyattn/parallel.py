@@ -203,7 +203,10 @@ def rows(fn, *arrays, tail=1):
     if parts is None:
         fn(*arrays)
         return None
-    nrows = next(a.shape[0] for cut, a in parts if cut)
+    if not parts[0][0]:                   # a single row (leading axes all 1): nothing to split
+        fn(*arrays)
+        return None
+    nrows = parts[0][1].shape[0]
     row_size = max(1, first.size // max(nrows, 1))
     k = min(n, nrows, max(1, first.size // (_state["min"] // 2)))   # ≥ min/2 elements a chunk
     if k <= 1:
