@@ -6,7 +6,8 @@ Layers of the design (lower never imports higher):
 """
 import numpy as np
 
-from . import backend
+from . import backend, parallel
+from .parallel import set_num_threads, get_num_threads
 from .backend import use_backend, get_backend, manual_seed, get_array_module, gpu_available
 from .autograd import Tensor, Function, no_grad, enable_grad, is_grad_enabled, grad
 from .autograd import array_of as _array_of

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .autograd import Tensor, array_of
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm"]
@@ -228,18 +228,24 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay))
 
     def _update(self, p, g, state, group):
-        wd, mu = group["weight_decay"], group["momentum"]
-        if wd:
-            g = g + wd * p.data
-        if mu:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
-            else:
-                buf *= mu
-                buf += (1 - group["dampening"]) * g
-            g = g + mu * buf if group["nesterov"] else buf
-        p.data -= group["lr"] * g
+        wd, mu, lr = group["weight_decay"], group["momentum"], group["lr"]
+        damp, nesterov = group["dampening"], group["nesterov"]
+        first = bool(mu) and "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = backend.get_array_module(p.data).empty_like(p.data)
+
+        def kernel(pd, g, buf):                      # one block of the parameter (tinyattn.parallel)
+            if wd:
+                g = g + wd * pd
+            if mu:
+                if first:
+                    buf[...] = g
+                else:
+                    buf *= mu
+                    buf += (1 - damp) * g
+                g = g + mu * buf if nesterov else buf
+            pd -= lr * g
+        parallel.rows(kernel, p.data, g, state.get("momentum_buffer"), tail=0)
 
 
 class RMSprop(Optimizer):
@@ -261,34 +267,36 @@ class RMSprop(Optimizer):
     def _update(self, p, g, state, group):
         xp = backend.get_array_module(p.data)
         alpha, wd, mu = group["alpha"], group["weight_decay"], group["momentum"]
+        lr, eps, centered = group["lr"], group["eps"], group["centered"]
         if not state:
             state["step"] = 0
             state["square_avg"] = _zeros(p)
             if mu:
                 state["momentum_buffer"] = _zeros(p)
-            if group["centered"]:
+            if centered:
                 state["grad_avg"] = _zeros(p)
         state["step"] += 1
-        if wd:
-            g = g + wd * p.data
-        v = state["square_avg"]
-        v *= alpha
-        v += (1 - alpha) * (g * g)
-        if group["centered"]:
-            ga = state["grad_avg"]
-            ga *= alpha
-            ga += (1 - alpha) * g
-            s = xp.sqrt(v - ga * ga)
-        else:
-            s = xp.sqrt(v)
-        s += group["eps"]
-        if mu:
-            buf = state["momentum_buffer"]
-            buf *= mu
-            buf += g / s
-            p.data -= group["lr"] * buf
-        else:
-            p.data -= group["lr"] * (g / s)
+
+        def kernel(pd, g, v, buf, ga):               # one block of the parameter (tinyattn.parallel)
+            if wd:
+                g = g + wd * pd
+            v *= alpha
+            v += (1 - alpha) * (g * g)
+            if centered:
+                ga *= alpha
+                ga += (1 - alpha) * g
+                s = xp.sqrt(v - ga * ga)
+            else:
+                s = xp.sqrt(v)
+            s += eps
+            if mu:
+                buf *= mu
+                buf += g / s
+                pd -= lr * buf
+            else:
+                pd -= lr * (g / s)
+        parallel.rows(kernel, p.data, g, state["square_avg"], state.get("momentum_buffer"),
+                      state.get("grad_avg"), tail=0)
 
 
 class Adam(Optimizer):
@@ -322,25 +330,29 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = _zeros(p)
         state["step"] += 1
         t = state["step"]
-        if wd:
-            if self.decoupled:
-                p.data *= 1 - lr * wd            # AdamW: shrink the weights, not the gradient
-            else:
-                g = g + wd * p.data
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        if group["amsgrad"]:
-            vmax = state["max_exp_avg_sq"]
-            xp.maximum(vmax, v, out=vmax)
-            v = vmax
+        decoupled, amsgrad, eps = self.decoupled, group["amsgrad"], group["eps"]
         step_size = lr / (1 - b1 ** t)
-        denom = xp.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** t)
-        denom += group["eps"]
-        p.data -= step_size * (m / denom)
+        bias2 = math.sqrt(1 - b2 ** t)
+
+        def kernel(pd, g, m, v, vmax):               # one block of the parameter (tinyattn.parallel)
+            if wd:
+                if decoupled:
+                    pd *= 1 - lr * wd            # AdamW: shrink the weights, not the gradient
+                else:
+                    g = g + wd * pd
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            if amsgrad:
+                xp.maximum(vmax, v, out=vmax)
+                v = vmax
+            denom = xp.sqrt(v)
+            denom /= bias2
+            denom += eps
+            pd -= step_size * (m / denom)
+        parallel.rows(kernel, p.data, g, state["exp_avg"], state["exp_avg_sq"],
+                      state.get("max_exp_avg_sq"), tail=0)
 
 
 class AdamW(Adam):

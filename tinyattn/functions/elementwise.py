@@ -9,7 +9,17 @@ import math
 import numpy as np
 
 from ..autograd import Function, Tensor, apply
-from .. import backend
+from .. import backend, parallel
+
+
+def _big(a):
+    """True for a NumPy array large enough for the thread pool (tinyattn.parallel)."""
+    return parallel.active(a)
+
+
+def _fresh(a, *others):
+    """An uninitialised output for a kernel over ``a`` (dtype: NumPy's result type of the inputs)."""
+    return np.empty(a.shape, dtype=np.result_type(a, *others))
 
 
 def _floating(x):
@@ -23,10 +33,19 @@ class Exp(Function):
 
     def forward(self, x):
         x = _floating(x)
+        if _big(x):                             # large: row chunks on the pool (same ufunc, same bits)
+            y = _fresh(x)
+            parallel.rows(lambda a, o: np.exp(a, out=o), x, y, tail=0)
+            return y
         return backend.get_array_module(x).exp(x)
 
     def backward(self, gy):
-        return gy * self.output_values[0]
+        y = self.output_values[0]
+        if not self._as_tensors and _big(gy) and gy.shape == y.shape:
+            gx = _fresh(gy, y)
+            parallel.rows(lambda g, a, o: np.multiply(g, a, out=o), gy, y, gx, tail=0)
+            return gx
+        return gy * y
 
 
 class Log(Function):
@@ -56,11 +75,40 @@ class Tanh(Function):
 
     def forward(self, x):
         x = _floating(x)
+        if _big(x):
+            y = _fresh(x)
+            parallel.rows(lambda a, o: np.tanh(a, out=o), x, y, tail=0)
+            return y
         return backend.get_array_module(x).tanh(x)
 
     def backward(self, gy):
         y = self.output_values[0]
+        if not self._as_tensors and _big(gy) and gy.shape == y.shape:
+            gx = _fresh(gy, y)
+            parallel.rows(_tanh_grad, gy, y, gx, tail=0)
+            return gx
         return gy * (1 - y * y)
+
+
+def _tanh_grad(g, y, o):
+    """o = g ⊙ (1 − y²), the same operations in the same order as the serial form."""
+    t = y * y
+    np.subtract(1, t, out=t)
+    np.multiply(g, t, out=o)
+
+
+def _sigmoid(a, o):
+    """o = ½ tanh(a/2) + ½."""
+    np.multiply(a, 0.5, out=o)
+    np.tanh(o, out=o)
+    o *= 0.5
+    o += 0.5
+
+
+def _sigmoid_grad(g, y, o):
+    """o = g ⊙ y ⊙ (1 − y)."""
+    np.multiply(g, y, out=o)
+    o *= 1 - y
 
 
 class Sigmoid(Function):
@@ -68,13 +116,22 @@ class Sigmoid(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        y = xp.tanh(_floating(x) * 0.5)
+        x = _floating(x)
+        if _big(x):
+            y = _fresh(x)
+            parallel.rows(_sigmoid, x, y, tail=0)
+            return y
+        y = xp.tanh(x * 0.5)
         y *= 0.5
         y += 0.5
         return y
 
     def backward(self, gy):
         y = self.output_values[0]
+        if not self._as_tensors and _big(gy) and gy.shape == y.shape:
+            gx = _fresh(gy, y)
+            parallel.rows(_sigmoid_grad, gy, y, gx, tail=0)
+            return gx
         return gy * y * (1 - y)
 
 
@@ -260,6 +317,28 @@ class Erf(Function):
         return gy * apply(Exp(), -(x * x)) * (2 / math.sqrt(math.pi))
 
 
+def _gelu(a, o):
+    """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block)."""
+    o[...] = _erf_array(a * (1 / math.sqrt(2)))
+    o += 1
+    np.multiply(a, o, out=o)
+    o *= 0.5
+
+
+def _gelu_grad(g, x, o):
+    """o = g ⊙ (Φ(x) + x φ(x)) (GELU.backward's operations on arrays, in its order, on one block)."""
+    cdf = _erf_array(x * (1 / math.sqrt(2)))
+    cdf += 1
+    cdf *= 0.5
+    pdf = x * x
+    pdf *= -0.5
+    np.exp(pdf, out=pdf)
+    pdf *= 1 / math.sqrt(2 * math.pi)
+    pdf *= x
+    cdf += pdf
+    np.multiply(g, cdf, out=o)
+
+
 class GELU(Function):
     """y = x Φ(x), Φ the standard normal CDF = ½(1 + erf(x/√2)) (exact form, Keras/PyTorch default).
     gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π).
@@ -269,52 +348,18 @@ class GELU(Function):
     in cache-sized chunks (forward and backward alike)."""
 
     def forward(self, x):
-        if x.dtype.kind != "f":
-            x = x.astype(np.float64)
-        xp = backend.get_array_module(x)
-        c = x.dtype.type(1 / math.sqrt(2))
-        if xp is not np or x.size <= _ERF_CHUNK:
-            cdf = _erf_array(x * c)
-            cdf += 1
-            cdf *= 0.5
-            self.cdf = cdf
-            return x * cdf
-        x = np.ascontiguousarray(x)
-        cdf, y = np.empty_like(x), np.empty_like(x)
-        fx, fc, fy = x.reshape(-1), cdf.reshape(-1), y.reshape(-1)
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for i, j in _chunks(fx.size):
-                e = _erf_block(fx[i:j] * c)
-                e += 1
-                e *= 0.5
-                fc[i:j] = e
-                np.multiply(fx[i:j], e, out=fy[i:j])
-        self.cdf = cdf
-        return y
-
-    @staticmethod
-    def _grad_block(xp, x, cdf, gy):
-        g = xp.asarray(x * x)                                # gy ⊙ (x φ(x) + Φ(x)), in place
-        g *= x.dtype.type(-0.5)
-        xp.exp(g, out=g)
-        g *= x
-        g *= x.dtype.type(1 / math.sqrt(2 * math.pi))
-        g += cdf
-        g *= gy
-        return g
+        if _big(x) and x.dtype.kind == "f":
+            y = _fresh(x)
+            parallel.rows(_gelu, x, y, tail=0)
+            return y
+        return x * (_erf_array(x * (1 / math.sqrt(2))) + 1) * 0.5
 
     def backward(self, gy):
         x = self.inputs[0]
-        if not self._as_tensors:
-            xp = backend.get_array_module(x)
-            if xp is not np or x.size <= _ERF_CHUNK or gy.shape != x.shape:
-                return self._grad_block(xp, x, self.cdf, gy)
-            x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
-            g = np.empty_like(x)
-            fx, fc, fg, fo = x.reshape(-1), self.cdf.reshape(-1), gy.reshape(-1), g.reshape(-1)
-            for i, j in _chunks(fx.size):
-                fo[i:j] = self._grad_block(np, fx[i:j], fc[i:j], fg[i:j])
-            return g
+        if not self._as_tensors and _big(gy) and gy.shape == x.shape and x.dtype.kind == "f":
+            gx = _fresh(gy, x)
+            parallel.rows(_gelu_grad, gy, x, gx, tail=0)
+            return gx
         cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
         pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
         return gy * (cdf + x * pdf)

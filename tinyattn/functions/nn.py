@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..autograd import Function, Tensor, apply
-from .. import backend
+from .. import backend, parallel
 from .elementwise import Exp
 from .shape import GetItemGrad
 
@@ -13,7 +13,17 @@ def softmax_(s, drop=None, axis=-1):
 
     ``drop`` (boolean, broadcastable; True = masked out) entries become exactly 0, and a row whose
     entries are all masked becomes all 0 (never 0/0 = NaN). Returns ``s``.
+
+    Large NumPy arrays softmaxed along their last axis run as row chunks on the thread pool
+    (``tinyattn.parallel``): every row is still reduced whole, so the result is bit-identical.
     """
+    if (axis == -1 or axis == s.ndim - 1) and parallel.active(s):
+        parallel.rows(_softmax_rows, s, drop)
+        return s
+    return _softmax_rows(s, drop, axis)
+
+
+def _softmax_rows(s, drop, axis=-1):
     xp = backend.get_array_module(s)
     if drop is not None:
         xp.copyto(s, -xp.inf, where=drop)
@@ -30,6 +40,24 @@ def softmax_(s, drop=None, axis=-1):
     return s
 
 
+def softmax_grad_(g, y, axis=-1):
+    """g ← y ⊙ (g − Σ_axis g ⊙ y), IN PLACE on the array ``g`` (the softmax backward; ``y`` the
+    softmax output, same shape). Returns ``g``. Large arrays: row chunks on the pool, bit-identical."""
+    if (axis == -1 or axis == g.ndim - 1) and g.shape == y.shape and parallel.active(g):
+        parallel.rows(_softmax_grad_rows, g, y)
+        return g
+    return _softmax_grad_rows(g, y, axis)
+
+
+def _softmax_grad_rows(g, y, axis=-1):
+    xp = backend.get_array_module(g, y)
+    r = xp.einsum("...k,...k->...", g, y) if axis in (-1, g.ndim - 1) and g.shape == y.shape \
+        else (g * y).sum(axis=axis)
+    g -= xp.expand_dims(r, axis)
+    g *= y
+    return g
+
+
 class Softmax(Function):
     """y = softmax(x) along ``axis``: yᵢ = e^(xᵢ − m) / Σⱼ e^(xⱼ − m), m = max x (stable).
 
@@ -44,6 +72,8 @@ class Softmax(Function):
 
     def backward(self, gy):
         y = self.output_values[0]
+        if not self._as_tensors and gy.shape == y.shape:
+            return softmax_grad_(gy.copy(), y, self.axis)   # in place on a copy; pool for large arrays
         gx = gy * y
         s = gx.sum(axis=self.axis, keepdims=True)
         if isinstance(gx, Tensor):

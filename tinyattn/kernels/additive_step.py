@@ -11,11 +11,29 @@ Fused, the step makes three (B, S, ·) arrays (tanh, the values' gradient and th
 of the half-dozen the composed ops allocate, and one graph node instead of four. It is tested equal to
 the composition (values and gradients) in ``tests/test_seq2seq.py``.
 """
-from .. import backend
+import numpy as np
+
+from .. import backend, parallel
 from ..autograd import Function
 from ..functions.nn import softmax_
 
 __all__ = ["AdditiveAttentionStep", "additive_attention"]
+
+
+def _add_tanh(h, a, b):
+    """h ← tanh(a + b) (one block of rows)."""
+    xp = backend.get_array_module(h)
+    xp.add(a, b, out=h)
+    xp.tanh(h, out=h)
+
+
+def _score_grad(G, H, v, ge):
+    """G ← (1 − H²) ⊙ v ⊙ ge (one block of rows; the operations of the serial form, in its order)."""
+    xp = backend.get_array_module(G)
+    xp.multiply(H, H, out=G)
+    xp.subtract(1, G, out=G)
+    G *= v
+    G *= ge
 
 
 class AdditiveAttentionStep(Function):
@@ -42,8 +60,12 @@ class AdditiveAttentionStep(Function):
             raise ValueError(f"additive_attention: expected qp (B, A), keys (B, S, A), values (B, S, D), "
                              f"v (A,); got qp {tuple(qp.shape)}, keys {tuple(keys.shape)}, values "
                              f"{tuple(values.shape)}, v {tuple(v.shape)}")
-        H = qp[:, None, :] + keys
-        xp.tanh(H, out=H)
+        if xp is np:                   # H = tanh(qp + k_j): row blocks on the pool when large
+            H = np.empty((B, S, A), dtype=np.result_type(qp, keys))
+            parallel.rows(_add_tanh, H, qp[:, None, :], keys, tail=0)
+        else:
+            H = qp[:, None, :] + keys
+            xp.tanh(H, out=H)
         e = (H.reshape(B * S, A) @ v).reshape(B, S)
         a = softmax_(e, self.drop, axis=-1)
         self.H, self.a = H, a          # α kept here: the weights output may be dropped by the caller
@@ -71,10 +93,8 @@ class AdditiveAttentionStep(Function):
         gv = H.reshape(B * S, A).T @ ge.reshape(B * S) if need_v else None
         gq = gk = None
         if need_q or need_k:
-            G = H * H
-            xp.subtract(1, G, out=G)
-            G *= v
-            G *= ge[:, :, None]
+            G = xp.empty_like(H)
+            parallel.rows(_score_grad, G, H, v, ge[:, :, None], tail=0)   # (1 − H²) ⊙ v ⊙ ge
             gq = G.sum(axis=1) if need_q else None
             gk = G if need_k else None
         return gq, gk, gx, gv

@@ -15,9 +15,41 @@ The masked softmax is the one in ``functions/nn.py`` (``softmax_`` in place on a
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Function, sum_to, _sum_to_array
-from ..functions.nn import MaskedSoftmax, softmax_
+from ..functions.nn import MaskedSoftmax, softmax_, _softmax_grad_rows
+from .rnn import _workspace
+
+# Score-sized buffers (S, P and gS) up to this many bytes come from the shared buffer pool of
+# kernels/rnn.py (reused once nothing refers to them: refcount-safe, capped in bytes); larger ones
+# (long sequences) are allocated per call and returned to the allocator.
+_POOLED_SCORE_BYTES = 32 << 20
+
+
+def _score_buffer(xp, shape, dtype):
+    """An uninitialised (..., Tq, Tk) array: from the buffer pool when small enough, else fresh.
+    Why: a fresh multi-MiB array each step is mapped anew by the C allocator and page-faulted on
+    first touch (a cold process pays it every step); a reused one is already resident."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if n <= _POOLED_SCORE_BYTES:
+        return _workspace.empty(xp, shape, dtype)
+    return xp.empty(shape, dtype=dtype)
+
+
+def _scale_(a, sc):
+    """a *= sc in place (row chunks on the pool for large arrays)."""
+    parallel.rows(lambda x: np.multiply(x, sc, out=x), a, tail=0) if parallel.active(a) else a.__imul__(sc)
+    return a
+
+
+def _softmax_backward_(gs, p, m, gp_ext):
+    """gS = P ⊙ (gP − Σ_k gP ⊙ P) in place on ``gs`` (which holds gO Vᵀ), after the dropout mask and
+    the external gradient of P are folded in:  gP = gs ⊙ M + gP_ext. One pass over each row block."""
+    if m is not None:
+        gs *= m
+    if gp_ext is not None:
+        gs += gp_ext
+    _softmax_grad_rows(gs, p)
 
 __all__ = ["ScaledDotProductAttention", "AdditiveScore"]
 
@@ -56,7 +88,11 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v):
         xp = backend.get_array_module(q, k, v)
-        s = xp.matmul(q * float(self.scale), _swap(k))      # scale the small side
+        qs = q * float(self.scale)                            # scale the small side
+        kt = _swap(k)
+        shape = np.broadcast_shapes(qs.shape[:-2], kt.shape[:-2]) + (qs.shape[-2], kt.shape[-1])
+        dt = np.result_type(qs.dtype, kt.dtype)
+        s = xp.matmul(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
         if self.bias is not None:
             s += self.bias                 # s has the full broadcast shape; the bias broadcasts into it
         p = softmax_(s, None if self.mask is None else ~self.mask)
@@ -83,25 +119,22 @@ class ScaledDotProductAttention(Function):
             gv = xp.matmul(_swap(p if m is None else p * m), go)
         if need_q or need_k:
             if go is not None:
-                gs = xp.matmul(go, _swap(v))
+                vt = _swap(v)
+                gshape = np.broadcast_shapes(go.shape[:-2], vt.shape[:-2]) + (go.shape[-2], vt.shape[-1])
+                gs = (xp.matmul(go, vt, out=_score_buffer(xp, gshape, np.result_type(go.dtype, vt.dtype)))
+                      if xp is np else xp.matmul(go, vt))
                 if gs.shape != p.shape:                # v had batch axes that P lacks: sum them
                     gs = _sum_to_array(gs, p.shape)
-                if m is not None:
-                    gs *= m
-                if gp_ext is not None:
-                    gs += gp_ext
+                # gS = P ⊙ (gP − Σ gP ⊙ P), gP = gs ⊙ M + gP_ext: in place, row blocks on the pool
+                parallel.rows(_softmax_backward_, gs, p, m, gp_ext)
             else:
                 gs = gp_ext.copy()
-            r = xp.einsum("...k,...k->...", gs, p)     # Σ_k gP ⊙ P, row by row, no temporary
-            gs -= r[..., None]
-            gs *= p                                    # gS = P ⊙ (gP − Σ gP ⊙ P), in place
+                parallel.rows(_softmax_backward_, gs, p, None, None)
             sc = float(self.scale)
             if need_q:
-                gq = xp.matmul(gs, k)
-                gq *= sc
+                gq = _scale_(xp.matmul(gs, k), sc)
             if need_k:
-                gk = xp.matmul(_swap(gs), q)
-                gk *= sc
+                gk = _scale_(xp.matmul(_swap(gs), q), sc)
         return gq, gk, gv
 
     def _backward_tensors(self, go, gp_ext, need_q, need_k, need_v):
@@ -144,6 +177,21 @@ def _tanh_inplace(xp, h):
     return h
 
 
+def _add_tanh(h, a, b):
+    """h ← tanh(a + b) (one block of rows)."""
+    np.add(a, b, out=h)
+    _tanh_inplace(np, h)
+
+
+def _square(h):
+    """h ⊙ h, row blocks on the pool for large NumPy arrays."""
+    if not parallel.active(h):
+        return h * h
+    out = np.empty_like(h)
+    parallel.rows(lambda x, o: np.multiply(x, x, out=o), h, out, tail=0)
+    return out
+
+
 class AdditiveScore(Function):
     """Additive (Bahdanau / Luong-concat) score, fused: qp (..., Tq, h), kp (..., Tk, h), v (h,)
     -> s (..., Tq, Tk) with
@@ -157,8 +205,13 @@ class AdditiveScore(Function):
 
     def forward(self, qp, kp, v):
         xp = backend.get_array_module(qp, kp, v)
-        h = xp.expand_dims(qp, -2) + xp.expand_dims(kp, -3)
-        _tanh_inplace(xp, h)
+        a, b = xp.expand_dims(qp, -2), xp.expand_dims(kp, -3)
+        if xp is np:                                  # H = tanh(a + b) as row blocks on the pool
+            h = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))
+            parallel.rows(_add_tanh, h, a, b, tail=0)
+        else:
+            h = a + b
+            _tanh_inplace(xp, h)
         self.H = h
         return xp.matmul(h, v)
 
@@ -180,7 +233,7 @@ class AdditiveScore(Function):
         if need_v:
             gv = h.reshape(-1, n).T @ gs.reshape(-1)
         if need_q or need_k:                            # G = (gs ⊗ v) ⊙ (1 − H²), summed without
-            h2 = h * h                                  # building G: Σ_j gs_ij (1 − H²_ij)
+            h2 = _square(h)                             # building G: Σ_j gs_ij (1 − H²_ij)
             if need_q:                                  #   = Σ_j gs_ij − (gs_i· @ H²_i··)
                 gq = (gs.sum(axis=-1)[..., None] - (gs[..., None, :] @ h2)[..., 0, :]) * v
             if need_k:

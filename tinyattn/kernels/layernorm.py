@@ -5,6 +5,9 @@ differentiable ops (mean, sub, mul, pow), which records ~8 graph nodes; this is 
 backward written out (tests/test_layers.py::test_layernorm_fn_matches_composed_ops, and gradcheck /
 gradgradcheck in tests/test_gradcheck.py and tests/test_layers.py).
 """
+import numpy as np
+
+from .. import parallel
 from ..autograd import Function
 
 __all__ = ["LayerNormFn"]
@@ -20,6 +23,10 @@ class LayerNormFn(Function):
         gβ = Σ gy,  gγ = Σ gy⊙x̂ (sums over the other axes, done by the engine's sum_to),
         g x̂ = gy⊙γ,   gx = r ⊙ (g x̂ − mean(g x̂) − x̂ ⊙ mean(g x̂ ⊙ x̂)).
     Double backward works: under ``create_graph`` x̂ and r are recomputed from the x Tensor.
+
+    NumPy arrays normalised over their last axis (the usual case) take the same operations in
+    place, as row blocks on the thread pool (``tinyattn.parallel``) when large: every row is
+    reduced whole, so the result is bit-identical to one thread.
     """
 
     def __init__(self, axes, epsilon):
@@ -32,13 +39,49 @@ class LayerNormFn(Function):
         r = (var + self.epsilon) ** -0.5
         return xc * r, r
 
+    def _rowwise(self, x, *params):
+        """True when the in-place row kernels apply: NumPy arrays of one float dtype, last axis."""
+        return (type(x) is np.ndarray and x.dtype.kind == "f" and self.axes == (x.ndim - 1,)
+                and all(type(a) is np.ndarray and a.dtype == x.dtype for a in params))
+
     def forward(self, x, gamma, beta):
+        if self._rowwise(x, gamma, beta):
+            y, xhat = np.empty_like(x), np.empty_like(x)
+            r = np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+            eps = self.epsilon
+
+            def kernel(x, gamma, beta, y, xhat, r):      # a block of rows; _normalize's operations
+                mu = x.mean(axis=-1, keepdims=True)
+                xc = x - mu
+                var = (xc * xc).mean(axis=-1, keepdims=True)
+                r[...] = (var + eps) ** -0.5
+                np.multiply(xc, r, out=xhat)
+                np.multiply(xhat, gamma, out=y)
+                y += beta
+            parallel.rows(kernel, x, gamma, beta, y, xhat, r)
+            self.xhat, self.r = xhat, r
+            return y
         self.xhat, self.r = self._normalize(x)
         return self.xhat * gamma + beta
 
     def backward(self, gy):
         x, gamma, beta = self.inputs
         xhat, r = self._normalize(x) if self._as_tensors else (self.xhat, self.r)
+        need_x, need_g = self._inputs[0].requires_grad, self._inputs[1].requires_grad
+        if not self._as_tensors and gy.shape == x.shape and self._rowwise(x, gamma, gy):
+            gx = np.empty_like(x) if need_x else None
+            gg = np.empty_like(x) if need_g else None
+
+            def kernel(gy, gamma, xhat, r, gx, gg):      # a block of rows; the formulas below
+                if gx is not None:
+                    gxh = gy * gamma
+                    t = gxh - gxh.mean(axis=-1, keepdims=True)
+                    t -= xhat * (gxh * xhat).mean(axis=-1, keepdims=True)
+                    np.multiply(r, t, out=gx)
+                if gg is not None:
+                    np.multiply(gy, xhat, out=gg)
+            parallel.rows(kernel, gy, gamma, xhat, r, gx, gg)
+            return gx, gg, gy if self._inputs[2].requires_grad else None
         gx = None
         if self._inputs[0].requires_grad:
             gxh = gy * gamma

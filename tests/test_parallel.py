@@ -1,0 +1,341 @@
+"""The elementwise thread pool (tinyattn.parallel): API, chunking, and bit-identity of every kernel
+that uses it against the serial path (set_num_threads(1))."""
+import threading
+
+import numpy as np
+import pytest
+
+import tinyattn as ta
+from tinyattn import parallel
+
+
+@pytest.fixture
+def pool():
+    """Parallel path forced on for small arrays: 3 threads (uneven chunks even on 2 cores), a low
+    threshold; the previous settings restored afterwards."""
+    n, m = ta.get_num_threads(), parallel.get_min_elements()
+    ta.set_num_threads(3)
+    parallel.set_min_elements(64)
+    yield
+    ta.set_num_threads(n)
+    parallel.set_min_elements(m)
+
+
+def _threads_used(fn, *arrays, tail=1):
+    names = []
+
+    def rec(*chunks):
+        names.append(threading.current_thread().name)
+        fn(*chunks)
+    parallel.rows(rec, *arrays, tail=tail)
+    return names
+
+
+def test_api_validates_and_round_trips():
+    n = ta.get_num_threads()
+    try:
+        ta.set_num_threads(5)
+        assert ta.get_num_threads() == 5 and parallel.get_num_threads() == 5
+        for bad in (0, -1, 1.5, "2", True):
+            with pytest.raises(ValueError, match="set_num_threads"):
+                ta.set_num_threads(bad)
+    finally:
+        ta.set_num_threads(n)
+    with pytest.raises(ValueError, match="set_min_elements"):
+        parallel.set_min_elements(0)
+
+
+def test_default_is_the_cores_we_may_run_on():
+    import os
+    import subprocess
+    import sys
+    code = "import os, tinyattn as ta; print(ta.get_num_threads(), len(os.sched_getaffinity(0)))"
+    env = {k: v for k, v in os.environ.items() if k != "TINYATTN_NUM_THREADS"}
+    a, b = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=env, cwd=os.path.dirname(os.path.dirname(__file__))).stdout.split()
+    assert a == b
+
+
+def test_chunks_run_on_worker_threads_and_set_num_threads_1_is_serial(pool):
+    x = np.random.default_rng(0).standard_normal((37, 11)).astype(np.float32)
+    names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
+    assert len(names) == 3 and any(n.startswith("tinyattn") for n in names)
+    ta.set_num_threads(1)
+    names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
+    assert names == [threading.current_thread().name]
+
+
+def test_small_arrays_stay_serial(pool):
+    parallel.set_min_elements(10_000)
+    names = _threads_used(lambda a: np.exp(a, out=a), np.ones((99, 100)))      # 9900 < 10000
+    assert names == [threading.current_thread().name]
+    names = _threads_used(lambda a: np.exp(a, out=a), np.ones((101, 100)))     # just over
+    assert len(names) > 1
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 13), (3, 65), (130,), (2, 3, 4, 17), (1, 1, 200, 3)])
+@pytest.mark.parametrize("tail", [0, 1])
+def test_rows_bit_identical_softmax_like(pool, shape, tail):
+    """A row reduction (max, sum) and transcendental ufuncs: split == serial, bit for bit."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 5).astype(np.float32)
+
+    def kern(a):
+        if tail:
+            a -= a.max(axis=-1, keepdims=True)
+        np.exp(a, out=a)
+        if tail:
+            a /= a.sum(axis=-1, keepdims=True)
+        np.tanh(a, out=a)
+    if tail == 0:
+        ser = x.copy()
+        ta.set_num_threads(1)
+        kern(ser)
+        ta.set_num_threads(3)
+    else:
+        ser = x.copy()
+        kern(ser)
+    par = x.copy()
+    parallel.rows(kern, par, tail=tail)
+    assert par.tobytes() == ser.tobytes()
+
+
+def test_broadcast_operands_pass_whole_and_partial_broadcast_splits_axis0(pool):
+    rng = np.random.default_rng(2)
+    s = rng.standard_normal((4, 3, 9, 10))
+    drop = rng.random((4, 1, 1, 10)) < 0.3          # broadcasts over heads and queries: axis-0 split
+    gamma = rng.standard_normal(10)                 # broadcasts over everything
+
+    def kern(a, d, g):
+        np.copyto(a, 0.0, where=d)
+        a *= g
+    ser = s.copy()
+    kern(ser, drop, gamma)
+    par = s.copy()
+    names = _threads_used(kern, par, drop, gamma)
+    assert len(names) > 1
+    assert par.tobytes() == ser.tobytes()
+
+
+def test_non_contiguous_first_array_is_split_on_axis0_without_copy(pool):
+    base = np.random.default_rng(3).standard_normal((8, 20, 12))
+    view = base[:, ::2]                              # cannot be flattened without a copy
+    expect = np.exp(view)
+    parallel.rows(lambda a: np.exp(a, out=a), view)
+    assert np.array_equal(base[:, ::2], expect)       # written through the view
+
+
+def test_exceptions_propagate_and_errstate_is_the_callers(pool):
+    x = np.full((50, 10), 1000.0, dtype=np.float32)
+
+    def kern(a):
+        np.exp(a, out=a)
+    with np.errstate(over="raise"):
+        with pytest.raises(FloatingPointError):
+            parallel.rows(kern, x.copy())
+    with np.errstate(over="ignore"):
+        y = x.copy()
+        parallel.rows(kern, y)
+        assert np.isinf(y).all()
+
+
+def test_nested_calls_do_not_deadlock(pool):
+    x = np.ones((40, 8))
+
+    def outer(a):
+        parallel.rows(lambda b: np.exp(b, out=b), a)
+    parallel.rows(outer, x)
+    assert np.allclose(x, np.e)
+
+
+# ------------------------------------------------------------------------------------------------
+# Every kernel that uses the pool: parallel result == serial result, bit for bit
+# ------------------------------------------------------------------------------------------------
+SHAPES = [(5, 13), (7, 13, 5), (3, 4, 9, 17), (2, 1000)]       # 65 elements: just over the threshold
+
+
+def _serial_and_parallel(run):
+    """run() under set_num_threads(1) and under the forced pool; both results (lists of arrays)."""
+    ta.set_num_threads(1)
+    ser = run()
+    ta.set_num_threads(3)
+    par = run()
+    return ser, par
+
+
+def _same(ser, par):
+    assert len(ser) == len(par)
+    for a, b in zip(ser, par):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op", ["exp", "tanh", "sigmoid", "gelu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_ops_forward_backward_bit_identical(pool, shape, op, dtype):
+    rng = np.random.default_rng(4)
+    x0 = (rng.standard_normal(shape) * 3).astype(dtype)
+    g0 = rng.standard_normal(shape).astype(dtype)
+
+    def run():
+        x = ta.tensor(x0, requires_grad=True)
+        y = getattr(ta, op)(x)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("opt", ["SGD", "SGDm", "SGDn", "RMSprop", "RMSpropc", "Adam", "AdamW", "Adamams"])
+def test_optimizer_updates_bit_identical(pool, opt):
+    rng = np.random.default_rng(5)
+    shapes = [(13, 7), (5,), (3, 4, 11), (2, 100)]
+    w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    make = {"SGD": lambda ps: ta.optim.SGD(ps, lr=0.1, weight_decay=0.01),
+            "SGDm": lambda ps: ta.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1),
+            "SGDn": lambda ps: ta.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+            "RMSprop": lambda ps: ta.optim.RMSprop(ps, lr=0.01, momentum=0.5, weight_decay=0.1),
+            "RMSpropc": lambda ps: ta.optim.RMSprop(ps, lr=0.01, centered=True),
+            "Adam": lambda ps: ta.optim.Adam(ps, lr=0.01, weight_decay=0.1),
+            "AdamW": lambda ps: ta.optim.AdamW(ps, lr=0.01),
+            "Adamams": lambda ps: ta.optim.Adam(ps, lr=0.01, amsgrad=True)}[opt]
+
+    def run():
+        ps = [ta.nn.Parameter(w.copy()) if hasattr(ta.nn, "Parameter") else ta.tensor(w, requires_grad=True)
+              for w in w0]
+        o = make(ps)
+        for step in gs:
+            for p, g in zip(ps, step):
+                p.grad = ta.tensor(g)
+            o.step()
+        state = [v for s in o.state.values() for v in s.values() if hasattr(v, "shape")]
+        return [p.data for p in ps] + state
+    ser, par = _serial_and_parallel(run)
+    assert not np.array_equal(ser[0], w0[0])           # the update did something
+    _same(ser, par)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_softmax_and_masked_softmax_bit_identical(pool, shape, masked):
+    rng = np.random.default_rng(6)
+    x0 = (rng.standard_normal(shape) * 4).astype(np.float32)
+    g0 = rng.standard_normal(shape).astype(np.float32)
+    mask = rng.random(shape) < 0.7
+    if masked:
+        mask.reshape(-1, shape[-1])[0] = False          # one fully masked row
+
+    def run():
+        x = ta.tensor(x0, requires_grad=True)
+        y = ta.functions.nn.MaskedSoftmax(mask)(x) if masked else ta.softmax(x, axis=-1)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 11), (1, 2, 13, 5), (3, 1, 9, 9)])
+@pytest.mark.parametrize("variant", ["plain", "mask", "causal_bias", "dropout", "weights_used"])
+def test_fused_sdpa_bit_identical(pool, shape, variant):
+    B, H, T, S = shape
+    rng = np.random.default_rng(7)
+    q0 = rng.standard_normal((B, H, T, 8)).astype(np.float32)
+    k0, v0 = (rng.standard_normal((B, H, S, 8)).astype(np.float32) for _ in range(2))
+    go = rng.standard_normal((B, H, T, 8)).astype(np.float32)
+    gw = rng.standard_normal((B, H, T, S)).astype(np.float32)
+    mask = rng.random((B, 1, 1, S)) < 0.8 if variant == "mask" else None
+    bias = np.triu(np.full((T, S), -1e9, np.float32), 1) if variant == "causal_bias" else None
+    p = 0.3 if variant == "dropout" else 0.0
+
+    def run():
+        ta.manual_seed(0)
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+        fn = ta.kernels.attention.ScaledDotProductAttention(1 / np.sqrt(8), mask=mask, dropout=p, bias=bias)
+        o, w = fn(q, k, v)
+        loss = (o * ta.tensor(go)).sum()
+        if variant == "weights_used":
+            loss = loss + (w * ta.tensor(gw)).sum()
+        loss.backward()
+        return [o.data, w.data, q.grad.data, k.grad.data, v.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_bit_identical(pool, shape):
+    rng = np.random.default_rng(8)
+    x0 = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    g0 = rng.standard_normal(shape).astype(np.float32)
+
+    def run():
+        ta.manual_seed(0)
+        ln = ta.nn.LayerNormalization(epsilon=1e-5)
+        x = ta.tensor(x0, requires_grad=True)
+        ln(x)
+        ln.gamma.data[...] = rng_g = np.linspace(0.5, 1.5, shape[-1], dtype=np.float32)   # noqa: F841
+        ln.beta.data[...] = np.linspace(-1, 1, shape[-1], dtype=np.float32)
+        y = ln(x)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data, ln.gamma.grad.data, ln.beta.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+def test_score_buffers_are_reused_only_when_free():
+    """The fused SDPA takes its score buffers from the refcount-safe pool: a live P is never reused."""
+    rng = np.random.default_rng(9)
+    q, k, v = (ta.tensor(rng.standard_normal((2, 2, 16, 8)).astype(np.float32)) for _ in range(3))
+    fn = ta.kernels.attention.ScaledDotProductAttention
+    _, w1 = fn(0.3)(q, k, v)
+    keep = w1.data.copy()
+    _, w2 = fn(0.3)(q * 2, k, v)                       # w1 alive: w2 must be another array
+    assert not np.shares_memory(w1.data, w2.data)
+    assert np.array_equal(w1.data, keep)
+    addr = w2.data.__array_interface__["data"][0]
+    del w2
+    _, w3 = fn(0.3)(q, k, v)
+    assert w3.data.__array_interface__["data"][0] == addr       # the freed buffer came back
+    assert np.array_equal(w3.data, keep)
+
+
+def test_non_numpy_arrays_take_the_serial_path(pool):
+    """Anything that is not exactly a NumPy ndarray (CuPy arrays, subclasses) runs fn once, whole,
+    on the calling thread: the GPU already runs the pass in parallel."""
+    class Sub(np.ndarray):
+        pass
+    x = np.ones((50, 10)).view(Sub)
+    assert not parallel.active(x)
+    names = _threads_used(lambda a: np.exp(a, out=a), x)
+    assert names == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("B,T,S,A", [(3, 1, 7, 5), (2, 4, 9, 6), (5, 1, 13, 3)])
+def test_additive_score_and_decoder_step_bit_identical(pool, B, T, S, A):
+    rng = np.random.default_rng(10)
+    qp0 = rng.standard_normal((B, T, A)).astype(np.float32)
+    kp0 = rng.standard_normal((B, S, A)).astype(np.float32)
+    x0 = rng.standard_normal((B, S, 4)).astype(np.float32)
+    v0 = rng.standard_normal(A).astype(np.float32)
+    gs0 = rng.standard_normal((B, T, S)).astype(np.float32)
+    gc0 = rng.standard_normal((B, 4)).astype(np.float32)
+    mask = rng.random((B, S)) < 0.8
+
+    def run():
+        qp, kp, v, x = (ta.tensor(a, requires_grad=True) for a in (qp0, kp0, v0, x0))
+        s = ta.kernels.attention.AdditiveScore()(qp, kp, v)
+        s.backward(ta.tensor(gs0))
+        res = [s.data, qp.grad.data, kp.grad.data, v.grad.data]
+        for t in (qp, kp, v):
+            t.grad = None
+        c, a = ta.seq2seq.additive_attention(qp[:, 0], kp, x, v, mask=mask)
+        ((c * ta.tensor(gc0)).sum() + (a * a).sum()).backward()
+        return res + [c.data, a.data, qp.grad.data, kp.grad.data, v.grad.data, x.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+def test_a_single_long_row_runs_serially(pool):
+    """(1, n) softmaxed over n, or (1, 1, n): one row, nothing to split; the result is still right."""
+    x = np.random.default_rng(11).standard_normal((1, 1, 500)).astype(np.float32)
+    y = ta.softmax(ta.tensor(x), axis=-1).data
+    ta.set_num_threads(1)
+    assert y.tobytes() == ta.softmax(ta.tensor(x), axis=-1).data.tobytes()
+    names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
+    assert names == [threading.current_thread().name]
