@@ -19,7 +19,7 @@ _state = threading.local()
 _default = {"backend": "numpy"}
 _rng = {"numpy": np.random.default_rng()}
 # The device array module: xp (module), ndarray (its array type), asnumpy (device -> host copy),
-# scatter_add (target[index] += values with repeats), special (scipy.special's functions), name.
+# scatter_add (target[index] += values with repeats), special (the device's erf, cupyx.scipy.special), name.
 _device = {"xp": None, "ndarray": (), "asnumpy": None, "scatter_add": None, "special": None, "name": None}
 
 
@@ -158,10 +158,11 @@ def rng(xp=None):
 
 
 def special(xp):
-    """scipy.special's namespace for ``xp`` (``cupyx.scipy.special`` on the device), for ``erf``."""
-    if xp is np:
-        import scipy.special
-        return scipy.special
+    """The device's special-function namespace (``cupyx.scipy.special``), for ``erf`` on the GPU.
+    On the host tinyattn computes erf itself (``functions/elementwise.py``): NumPy needs no SciPy."""
+    if xp is np or _device.get("special") is None:
+        raise RuntimeError("backend.special: only the device module has one (cupyx.scipy.special); "
+                           "on NumPy use tinyattn.functions.erf")
     return _device["special"]
 
 
