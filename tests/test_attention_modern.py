@@ -17,7 +17,7 @@ def _t(a, grad=True):
 
 def _perturb(m, rng):
     for p in m.parameters():
-        p.data = p.data + 0.1 * rng.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(0.1 * rng.standard_normal(p.shape), p.device)
     return m
 
 
@@ -93,7 +93,7 @@ def test_sliding_window_attention_only_sees_the_window(rng):
     q, k, v = (_t(rng.standard_normal((1, 2, 6, 3))) for _ in range(3))
     m = sliding_window_mask(6, 6, 2)
     out, w = scaled_dot_product_attention(q, k, v, mask=m, return_weights=True)
-    assert np.all(w.numpy()[..., ~m] == 0)
+    assert np.all(w.numpy()[..., ~ta.backend.as_numpy(m)] == 0)
     for i in range(6):                            # each row = softmax attention over its window only
         lo = max(0, i - 1)
         s = q.numpy()[..., i:i + 1, :] @ k.numpy()[..., lo:i + 1, :].swapaxes(-1, -2) / math.sqrt(3)

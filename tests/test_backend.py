@@ -151,3 +151,59 @@ def test_cupy_device_mix_and_seed():
         np.testing.assert_array_equal(F.dropout(ta.ones(100), 0.5).numpy(), m)
     finally:
         ta.use_backend("numpy")
+
+
+# -- regressions found by the strict pass (they run on the device in the plain pass too) ----------------
+def _on_device(backend):
+    if backend != "cupy":
+        pytest.skip("needs the device backend")
+
+
+def test_unbuilt_layer_takes_host_inputs_to_the_backend(backend):
+    """A layer's first call with NumPy inputs builds on the current backend and computes there
+    (cast_input used to keep the inputs on the host while build() put the weights on the device)."""
+    _on_device(backend)
+    from tinyattn.attention import MultiHeadAttention, Attention
+    rng = np.random.default_rng(0)
+    q, v = rng.standard_normal((2, 4, 5)), rng.standard_normal((2, 6, 3))
+    out = MultiHeadAttention(num_heads=2, key_dim=3)(q, v)
+    assert out.device == "gpu" and out.shape == (2, 4, 5)
+    vm = np.array([[1, 1, 0, 0, 1, 1], [1, 1, 1, 1, 1, 0]], bool)   # Keras's −1e9 · ¬mask on the device
+    w = Attention()([q[..., :3].astype(np.float32), v.astype(np.float32)], mask=[None, vm],
+                    return_attention_scores=True)[1]
+    assert w.device == "gpu"
+    np.testing.assert_array_equal(w.numpy()[:, :, ~vm[0]][0], 0)
+
+
+def test_numpy_scalar_constant_moves_to_the_device(backend):
+    """np.float32(2) beside a device Tensor is a constant moved explicitly (CuPy refuses the mix)."""
+    _on_device(backend)
+    x = ta.tensor([1.0, 2.0], requires_grad=True)
+    y = F.mul(x, np.float32(3.0))
+    assert y.device == "gpu" and y.dtype == np.float32
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_encoder_output_and_additive_attention_move_host_masks(backend):
+    _on_device(backend)
+    from tinyattn.seq2seq import EncoderOutput
+    from tinyattn.seq2seq.fused import additive_attention
+    rng = np.random.default_rng(1)
+    states = ta.tensor(rng.standard_normal((2, 3, 4)))
+    mask = np.array([[True, True, False], [True, True, True]])
+    mem = EncoderOutput(states, [], mask)
+    assert backend_mod.device_of(mem.mask) == "gpu" and mem.mask.dtype == bool
+    qp, keys, v = ta.tensor(rng.standard_normal((2, 5))), ta.tensor(rng.standard_normal((2, 3, 5))), ta.tensor(rng.standard_normal(5))
+    ctx, alpha = additive_attention(qp, keys, states, v, mask)        # a NumPy mask: through as_mask
+    assert alpha.device == "gpu" and alpha.numpy()[0, 2] == 0
+
+
+def test_release_frees_device_arrays_a_function_saved(backend):
+    _on_device(backend)
+    x = ta.tensor(np.ones((4, 6)), requires_grad=True)
+    y = ta.dropout(x, 0.5)
+    fn = y.creator
+    assert backend_mod.is_gpu_array(fn.mask)
+    y.sum().backward()
+    assert fn.mask is None

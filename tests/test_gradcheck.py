@@ -16,6 +16,11 @@ _MASK[0, 1, 3:] = False
 _MASK[1, 2] = False                       # a fully masked query row: zero weights, zero output
 
 
+def _dev(mask, like):
+    """A raw Function takes its mask on the data's device (layers and functions use as_mask)."""
+    return ta.backend.to_device(mask, like.device)
+
+
 def _reseeded(x):
     """Reseed before a random op, so every evaluation gradcheck makes draws the same mask."""
     ta.manual_seed(0)
@@ -193,9 +198,9 @@ GG = [
     ("flatten", lambda x: F.flatten(x) ** 2, [(2, 3, 2)]),
     ("broadcast_to-sum_to", lambda x: F.sum_to(F.broadcast_to(x, (2, 3)) ** 2, (1, 3)), [(1, 3)]),
     ("dropout", lambda x: F.dropout(_reseeded(x), 0.3) ** 2, [(3, 4)]),
-    ("masked-softmax", lambda x: MaskedSoftmax(np.array([[True, False, True, True]] * 2 + [[False] * 4]))(x),
+    ("masked-softmax", lambda x: MaskedSoftmax(_dev(np.array([[True, False, True, True]] * 2 + [[False] * 4]), x))(x),
      [(3, 4)]),
-    ("fused-attention", lambda q, k, v: ScaledDotProductAttention(0.7, _MASK)(q, k, v),
+    ("fused-attention", lambda q, k, v: ScaledDotProductAttention(0.7, _dev(_MASK, q))(q, k, v),
      [(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
     ("fused-attention-dropout", lambda q, k, v: ScaledDotProductAttention(0.7, None, dropout=0.3)(
         _reseeded(q), k, v), [(3, 4), (5, 4), (5, 2)]),

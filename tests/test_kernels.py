@@ -42,7 +42,7 @@ def test_sdpa_fused_equals_textbook(rng, masked):
     scale = 0.37
 
     def fast(q, k, v):
-        return kernels.ScaledDotProductAttention(scale, keep if masked else None)(q, k, v)
+        return kernels.ScaledDotProductAttention(scale, ta.backend.to_device(keep, q.device) if masked else None)(q, k, v)
 
     def slow(q, k, v):
         p = _textbook_masked_softmax((q @ k.swapaxes(-1, -2)) * scale, keep)

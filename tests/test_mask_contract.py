@@ -27,9 +27,10 @@ def T64(rng, *shape, grad=True):
     [1, 0, 1], [True, False, True], ta.tensor(np.array([1.0, 0.0, 1.0]))],
     ids=["bool", "int", "float", "list_int", "list_bool", "tensor"])
 def test_as_mask_accepts_every_binary_form(m):
-    out = as_mask(m, ta.tensor(np.zeros((2, 3))), shape=(2, 3), where="op")
-    assert isinstance(out, np.ndarray) and out.dtype == bool
-    np.testing.assert_array_equal(out, [True, False, True])
+    like = ta.tensor(np.zeros((2, 3)))
+    out = as_mask(m, like, shape=(2, 3), where="op")
+    assert type(out) is type(like.data) and out.dtype == bool          # on the scores' device
+    np.testing.assert_array_equal(ta.backend.as_numpy(out), [True, False, True])
     assert as_mask(None, np.zeros(3)) is None
 
 
@@ -98,7 +99,7 @@ def test_binary_float_and_int_masks_mean_the_boolean_mask(rng):
     ref = masked_softmax(ta.tensor(rng.standard_normal((2, 3, 4))), bm[:, None, :])
     for m in (bm.astype(np.float32), bm.astype(np.int64), bm.tolist(), ta.tensor(bm.astype(np.float64))):
         m3 = as_mask(m, q)[:, None, :]
-        np.testing.assert_array_equal(m3, bm[:, None, :])
+        np.testing.assert_array_equal(ta.backend.as_numpy(m3), bm[:, None, :])
         lay = BahdanauAttention(3, query_dim=4, key_dim=4, dtype="float64")
         np.testing.assert_array_equal(lay(q, k, v, mask=m).numpy(), lay(q, k, v, mask=bm).numpy())
     assert ref.shape == (2, 3, 4)

@@ -22,7 +22,7 @@ def _built(layer, *args, **kw):
     layer(*args, **kw)
     r = np.random.default_rng(9)
     for p in layer.parameters():
-        p.data = p.data + 0.3 * r.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(0.3 * r.standard_normal(p.shape), p.device)
     return layer
 
 
@@ -35,7 +35,7 @@ def test_mask_flows_through_sequential_and_is_dropped_where_keras_drops_it():
     seq = nn.Sequential(emb, nn.Dense(6), nn.Dropout(0.1), nn.LayerNormalization(),
                         nn.LSTM(3, return_sequences=True))
     h = seq(IDS)
-    np.testing.assert_array_equal(get_keras_mask(h), IDS != 0)
+    np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(h)), IDS != 0)
     assert get_keras_mask(nn.LSTM(3)(h)) is None                      # no return_sequences: no mask
     assert get_keras_mask(nn.Flatten()(h)) is None                    # does not support masking
     assert get_keras_mask(nn.Conv1D(2, 2)(h)) is None

@@ -19,23 +19,23 @@ def _t(a, grad=True):
 # ---- sinusoidal / learned ---------------------------------------------------------------------
 def test_sinusoidal_matches_formula():
     T, d = 7, 6
-    P = sinusoidal_positions(T, d, dtype="float64")
+    P = ta.backend.as_numpy(sinusoidal_positions(T, d, dtype="float64"))
     for t in range(T):
         for i in range(d // 2):
             w = 10000.0 ** (-2 * i / d)
             assert P[t, 2 * i] == pytest.approx(math.sin(t * w), abs=1e-14)
             assert P[t, 2 * i + 1] == pytest.approx(math.cos(t * w), abs=1e-14)
-    np.testing.assert_allclose(sinusoidal_positions(3, d, offset=4, dtype="float64"), P[4:7], atol=1e-14)
+    np.testing.assert_allclose(ta.backend.as_numpy(sinusoidal_positions(3, d, offset=4, dtype="float64")), P[4:7], atol=1e-14)
     assert sinusoidal_positions(4, 5).shape == (4, 5)          # odd d
 
 
 def test_sinusoidal_encoding_adds_and_drops(rng):
     enc = SinusoidalPositionalEncoding(8, dropout=0.5)
     x = _t(rng.standard_normal((2, 5, 8)))
-    np.testing.assert_allclose(enc(x, training=False).numpy(), x.numpy() + sinusoidal_positions(5, 8, dtype="float64"))
+    np.testing.assert_allclose(enc(x, training=False).numpy(), x.numpy() + ta.backend.as_numpy(sinusoidal_positions(5, 8, dtype="float64")))
     ta.manual_seed(0)
     y = enc(x, training=True).numpy()
-    assert np.any(y == 0) and not np.allclose(y, x.numpy() + sinusoidal_positions(5, 8, dtype="float64"))
+    assert np.any(y == 0) and not np.allclose(y, x.numpy() + ta.backend.as_numpy(sinusoidal_positions(5, 8, dtype="float64")))
     assert ta.gradcheck(lambda a: enc(a, offset=2, training=False), [x])
 
 
@@ -126,24 +126,24 @@ def test_mha_rotary_equals_rotating_projections(rng):
 
 # ---- ALiBi -----------------------------------------------------------------------------------
 def test_alibi_slopes_schedule():
-    np.testing.assert_allclose(alibi_slopes(8), [2.0 ** -k for k in range(1, 9)])
-    np.testing.assert_allclose(alibi_slopes(4), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8])
+    np.testing.assert_allclose(ta.backend.as_numpy(alibi_slopes(8)), [2.0 ** -k for k in range(1, 9)])
+    np.testing.assert_allclose(ta.backend.as_numpy(alibi_slopes(4)), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8])
     # non-power of 2 (Press et al.'s code): the 8 slopes for 8 heads, then odd entries of the 16-head list
-    np.testing.assert_allclose(alibi_slopes(12), [2.0 ** -k for k in range(1, 9)] + [2.0 ** -(k / 2) for k in (1, 3, 5, 7)])
-    np.testing.assert_allclose(alibi_slopes(6), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3])
+    np.testing.assert_allclose(ta.backend.as_numpy(alibi_slopes(12)), [2.0 ** -k for k in range(1, 9)] + [2.0 ** -(k / 2) for k in (1, 3, 5, 7)])
+    np.testing.assert_allclose(ta.backend.as_numpy(alibi_slopes(6)), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3])
     with pytest.raises(ValueError):
         alibi_slopes(0)
 
 
 def test_alibi_bias_hand_formula():
     H, Tq, Tk = 3, 2, 5
-    b = alibi_bias(H, Tq, Tk, dtype="float64")
-    m = alibi_slopes(H)
+    b = ta.backend.as_numpy(alibi_bias(H, Tq, Tk, dtype="float64"))
+    m = ta.backend.as_numpy(alibi_slopes(H))
     for h in range(H):
         for i in range(Tq):
             for j in range(Tk):
                 assert b[h, i, j] == pytest.approx(-m[h] * (i + Tk - Tq - j))
-    bs = alibi_bias(H, 4, symmetric=True, dtype="float64")
+    bs = ta.backend.as_numpy(alibi_bias(H, 4, symmetric=True, dtype="float64"))
     assert bs[1, 0, 3] == pytest.approx(-m[1] * 3) and bs[1, 3, 0] == pytest.approx(-m[1] * 3)
 
 
@@ -152,7 +152,7 @@ def test_alibi_in_sdpa_and_mha(rng):
     q, k, v = (_t(rng.standard_normal((B, H, T, d))) for _ in range(3))
     bias = alibi_bias(H, T, dtype="float64")
     out = scaled_dot_product_attention(q, k, v, causal=True, bias=bias)
-    s = q.numpy() @ k.numpy().swapaxes(-1, -2) / math.sqrt(d) + bias
+    s = q.numpy() @ k.numpy().swapaxes(-1, -2) / math.sqrt(d) + ta.backend.as_numpy(bias)
     s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
     a = np.exp(s - s.max(-1, keepdims=True))
     a /= a.sum(-1, keepdims=True)

@@ -10,6 +10,15 @@ from tinyattn import nn, optim
 from tinyattn.functions import rnn
 
 
+@pytest.fixture(autouse=True)
+def _host_backend():
+    """The LSTM/GRU buffer pool is a host (NumPy) workspace, and tracemalloc sees host memory only:
+    these tests run on NumPy in both passes (on the device CuPy's own memory pool takes its place).
+    conftest's fixture restores the pass's backend afterwards."""
+    ta.use_backend("numpy")
+    yield
+
+
 def _train(layer, x, steps=2):
     opt = optim.Adam(layer.parameters() or [], lr=1e-3) if layer.built else None
     for _ in range(steps):

@@ -39,12 +39,12 @@ def ref_attention(q, k, v, add=None, keep=None, scale=None):
 def test_causal_mask_alignments():
     ul = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], bool)
     lr = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], bool)
-    np.testing.assert_array_equal(causal_mask(3, 5), ul)
-    np.testing.assert_array_equal(causal_mask(3, 5, align="upper_left"), ul)
-    np.testing.assert_array_equal(causal_mask(3, 5, align="lower_right"), lr)
-    np.testing.assert_array_equal(causal_mask(3, 5, align="bottom_right"), lr)
-    np.testing.assert_array_equal(causal_mask(4, 4, align="lower_right"), causal_mask(4, 4))
-    tall = causal_mask(5, 3, align="lower_right")            # Tq > Tk: the first 2 rows keep nothing
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(3, 5)), ul)
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(3, 5, align="upper_left")), ul)
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(3, 5, align="lower_right")), lr)
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(3, 5, align="bottom_right")), lr)
+    np.testing.assert_array_equal(ta.backend.as_numpy(causal_mask(4, 4, align="lower_right")), ta.backend.as_numpy(causal_mask(4, 4)))
+    tall = ta.backend.as_numpy(causal_mask(5, 3, align="lower_right"))            # Tq > Tk: the first 2 rows keep nothing
     np.testing.assert_array_equal(tall.sum(axis=1), [0, 0, 1, 2, 3])
     with pytest.raises(ValueError, match="causal_mask: align"):
         causal_mask(3, 5, align="diagonal")
@@ -54,13 +54,13 @@ def test_causal_bias_objects():
     b = causal_lower_right(3, 5)
     assert isinstance(b, CausalBias) and b.variant == "lower_right" and b.shape == (3, 5)
     assert "lower_right" in repr(b)
-    np.testing.assert_array_equal(np.asarray(b), causal_mask(3, 5, align="lower_right"))
-    np.testing.assert_array_equal(np.asarray(causal_upper_left(3, 5)), causal_mask(3, 5))
-    bias = b.to_bias()
+    np.testing.assert_array_equal(np.asarray(b), ta.backend.as_numpy(causal_mask(3, 5, align="lower_right")))
+    np.testing.assert_array_equal(np.asarray(causal_upper_left(3, 5)), ta.backend.as_numpy(causal_mask(3, 5)))
+    bias = ta.backend.as_numpy(b.to_bias())
     assert bias.dtype == np.float32
     np.testing.assert_array_equal(bias == 0, np.asarray(b))
     assert np.all(np.isneginf(bias[~np.asarray(b)]))
-    np.testing.assert_array_equal(as_mask(b, None), np.asarray(b))   # usable wherever as_mask is the door
+    np.testing.assert_array_equal(ta.backend.as_numpy(as_mask(b, None)), np.asarray(b))   # as_mask takes it
     with pytest.raises(ValueError, match="CausalBias: variant"):
         CausalBias("left", 3, 5)
     with pytest.raises(ValueError, match="CausalBias: seq_len_kv"):

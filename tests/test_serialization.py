@@ -79,6 +79,12 @@ def test_optimizer_state_resumes_bit_identically(tmp_path, data):
     fresh_opt = optim.Adam(fresh.parameters(), lr=0.9)
     ta.load(fresh, tmp_path / "c.npz", optimizer=fresh_opt)
     assert fresh_opt.param_groups[0]["lr"] == 0.01 and fresh_opt.param_groups[0]["betas"] == (0.9, 0.999)
+    # load puts every array on its parameter's device (the device on --backend=strict), state too
+    for p in fresh.parameters():
+        assert type(p.data) is type(TinyNet().w1.data)
+        assert id(p) in fresh_opt.state
+        for v in fresh_opt.state[id(p)].values():
+            assert not hasattr(v, "shape") or v.ndim == 0 or ta.backend.device_of(v) == p.device
     _train(fresh, fresh_opt, x, y, 5)
     for k, v in straight.items():
         np.testing.assert_array_equal(ta.backend.as_numpy(fresh.state_dict()[k]), ta.backend.as_numpy(v))
@@ -281,8 +287,8 @@ def _write(path, arrays, raw=None, compression=zipfile.ZIP_STORED):
 
 def _snapshot(model, opt):
     """Everything a load could change, as independent copies (bytes, for bit-identity)."""
-    params = {n: (p.data.dtype, p.data.tobytes(), id(p.data)) for n, p in model.named_parameters()}
-    state = {k: {b: (v.tobytes() if hasattr(v, "tobytes") else v) for b, v in s.items()}
+    params = {n: (p.data.dtype, p.numpy().tobytes(), id(p.data)) for n, p in model.named_parameters()}
+    state = {k: {b: (ta.backend.as_numpy(v).tobytes() if hasattr(v, "shape") else v) for b, v in s.items()}
              for k, s in opt.state.items()}
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     return params, state, groups
@@ -363,10 +369,10 @@ def test_non_numeric_entries_refused(tmp_path, dtype):
     model = TinyNet()
     arrays = _entries(ta.save(model, tmp_path / "good.npz"))
     arrays["param/b1"] = np.zeros(5, dtype=dtype)
-    before = model.b1.data.copy()
+    before = model.b1.numpy()
     with pytest.raises(ValueError, match=r"^load: .*'param/b1'"):
         ta.load(model, _write(tmp_path / "odd.npz", arrays))
-    np.testing.assert_array_equal(model.b1.data, before)
+    np.testing.assert_array_equal(model.b1.numpy(), before)
 
 
 def _corruptions(good, arrays, tmp_path):
@@ -504,7 +510,7 @@ def test_save_through_symlink_writes_the_target(tmp_path):
     assert link.is_symlink() and os.readlink(link) == str(target)
     fresh = TinyNet(seed=3)
     ta.load(fresh, target)
-    np.testing.assert_array_equal(fresh.w1.data, new.w1.data)
+    np.testing.assert_array_equal(fresh.w1.numpy(), new.w1.numpy())
     assert sorted(os.listdir(tmp_path)) == ["latest.npz", "real"]
     assert os.listdir(tmp_path / "real") == ["weights.npz"]
     dangling = tmp_path / "dangling.npz"                      # a link to a file not written yet
@@ -546,6 +552,6 @@ def test_fortran_order_and_int_entries_load(tmp_path):
     arrays["param/w1"] = w1
     arrays["param/b1"] = np.arange(5, dtype=np.int16)
     ta.load(model, _write(tmp_path / "f.npz", arrays))
-    np.testing.assert_array_equal(model.w1.data, w1.astype(np.float32))
-    np.testing.assert_array_equal(model.b1.data, np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(model.w1.numpy(), w1.astype(np.float32))
+    np.testing.assert_array_equal(model.b1.numpy(), np.arange(5, dtype=np.float32))
     assert model.w1.dtype == np.float32

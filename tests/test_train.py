@@ -457,5 +457,8 @@ def test_fit_reads_the_device_once_per_batch(backend, rng):
     fit(model, "mse", opt, x, y, epochs=1, batch_size=16, verbose=0, shuffle=True)
     assert strict_xp.syncs <= 4, dict(strict_xp.sync_counts)        # 64 samples / 16 = 4 batches
     strict_xp.reset_syncs()
+    fit(model, "mse", opt, x, y, epochs=1, batch_size=16, verbose=0, metrics=["accuracy"])
+    assert strict_xp.syncs <= 4 + 1, dict(strict_xp.sync_counts)    # accuracy: counted on the device, one read
+    strict_xp.reset_syncs()
     out = predict(model, x, batch_size=16)
     assert isinstance(out, np.ndarray) and strict_xp.syncs <= 4, dict(strict_xp.sync_counts)

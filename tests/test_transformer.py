@@ -18,7 +18,7 @@ def _t(a, grad=True):
 def _perturb(module, rng, scale=0.1):
     """Non-trivial LayerNorm gains and biases (they start at 1 and 0)."""
     for p in module.parameters():
-        p.data = p.data + scale * rng.standard_normal(p.shape)
+        p.data = p.data + ta.backend.to_device(scale * rng.standard_normal(p.shape), p.device)
     return module
 
 
@@ -190,7 +190,7 @@ def test_sliding_window_in_encoder(rng):
     x = rng.standard_normal((1, 6, D))
     m = sliding_window_mask(6, 6, 2)
     y, w = layer(_t(x, False), src_mask=m, return_attention=True)
-    np.testing.assert_array_equal(w.numpy()[0, 0] > 0, m)
+    np.testing.assert_array_equal(w.numpy()[0, 0] > 0, ta.backend.as_numpy(m))
     x2 = x.copy()
     x2[0, 0] += 5.0                                  # position 0 is outside the window of query 3+
     y2 = layer(_t(x2, False), src_mask=m).numpy()

@@ -224,7 +224,10 @@ def as_array(x, like):
         else:
             dtype = np.float32 if isinstance(x, float) else None
         return xp.asarray(x, dtype=dtype)
-    a = x if hasattr(x, "dtype") and hasattr(x, "shape") else xp.asarray(x)
+    if isinstance(x, np.generic):             # a NumPy scalar (np.float32(2)): a constant, moved
+        a = xp.asarray(x)                      # explicitly to like's device (CuPy refuses the mix)
+    else:
+        a = x if hasattr(x, "dtype") and hasattr(x, "shape") else xp.asarray(x)
     if _is_float(like.dtype) and not _is_float(a.dtype):
         a = a.astype(like.dtype)
     return a
@@ -341,7 +344,8 @@ def _holds_array(v):
         return False
     if t is tuple or t is list:
         return any(_holds_array(e) for e in v)
-    return isinstance(v, (np.ndarray, np.generic, Tensor)) or hasattr(v, "__cuda_array_interface__")
+    return (isinstance(v, (np.ndarray, np.generic, Tensor)) or backend.is_gpu_array(v)
+            or hasattr(v, "__cuda_array_interface__"))
 
 
 class ReleasedTensor:

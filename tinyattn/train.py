@@ -125,7 +125,8 @@ def _accuracy_rule(loss):
 
 
 def _count_correct(rule, y, pred):
-    """(number correct, number of predictions) for one batch; y, pred are arrays."""
+    """(number correct, number of predictions) for one batch; y, pred are arrays on one device. The
+    count stays there (a 0-d array): the callers sum it and read it once, not once per batch."""
     kind, threshold = rule
     if kind is None:                                   # infer like Keras's "accuracy" string
         if y.dtype.kind in "iu" and (y.ndim == pred.ndim - 1 or (y.ndim == pred.ndim and y.shape[-1] == 1
@@ -145,7 +146,7 @@ def _count_correct(rule, y, pred):
     else:
         labels = y.reshape(pred.shape[:-1]) if y.size == int(np.prod(pred.shape[:-1])) else y
         hit = pred.argmax(axis=-1) == labels
-    return int(hit.sum()), int(hit.size)
+    return hit.sum(), int(hit.size)
 
 
 def _check_metrics(metrics, name):
@@ -182,9 +183,9 @@ def _run_eval(model, loss_fn, xs, y, batch_size, want_acc):
         yb = _take(y, idx, dtype, device)
         total += float(loss_fn(yb, pred).item()) * len(idx)
         if want_acc:
-            c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))
+            c, k = _count_correct(rule, yb.data, pred.data)
             correct, count = correct + c, count + k
-    return total / int(xs[0].shape[0]), (correct / count if want_acc and count else None)
+    return total / int(xs[0].shape[0]), (int(correct) / count if want_acc and count else None)
 
 
 def evaluate(model, loss, x, y, batch_size=32, metrics=()):
@@ -327,18 +328,18 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
                     model.apply_constraints()           # Keras: constraints after each update
                 total += loss_value * len(idx)
                 if want_acc:
-                    c, k = _count_correct(rule, backend.as_numpy(yb.data), backend.as_numpy(pred.data))
+                    c, k = _count_correct(rule, yb.data, pred.data)     # summed on the device
                     correct, count = correct + c, count + k
                 if bar is not None:
                     seen = min(start + batch_size, n)
                     post = {"loss": f"{total / seen:.4f}"}
                     if want_acc:
-                        post["acc"] = f"{correct / max(count, 1):.4f}"
+                        post["acc"] = f"{int(correct) / max(count, 1):.4f}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
             history["loss"].append(total / n)
             if want_acc:
-                history["accuracy"].append(correct / max(count, 1))
+                history["accuracy"].append(int(correct) / max(count, 1))     # one read per epoch
             if val is not None:
                 vl, va = _run_eval(model, loss_fn, val[0], val[1], batch_size, want_acc)
                 history["val_loss"].append(vl)

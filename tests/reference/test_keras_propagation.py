@@ -131,7 +131,7 @@ def test_mask_pipeline_matches_keras(attn, style):
     oh = lstm(oe)
     oa = att([oh, oh])
     for k, o in ((ke, oe), (kh, oh), (ka, oa)):
-        np.testing.assert_array_equal(get_keras_mask(o), _kmask(k))
+        np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(o)), _kmask(k))
     assert get_keras_mask(gap(oa)) is None and _kmask(klayers[3](ka)) is None
     # an explicit mask wins over the carried one
     full = [np.ones(IDS.shape, bool)] * 2
@@ -144,7 +144,7 @@ def test_lstm_without_return_sequences_drops_the_mask_and_bidirectional_keeps_it
     assert _kmask(keras.layers.LSTM(2)(ke)) is None and get_keras_mask(nn.LSTM(2)(oe)) is None
     kb = keras.layers.Bidirectional(keras.layers.GRU(2, return_sequences=True))(ke)
     ob = nn.Bidirectional(nn.GRU(2, return_sequences=True))(oe)
-    np.testing.assert_array_equal(get_keras_mask(ob), _kmask(kb))
+    np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(ob)), _kmask(kb))
     ks = keras.layers.LSTM(2, return_sequences=True, return_state=True)(ke)
     os_ = nn.LSTM(2, return_sequences=True, return_state=True)(oe)
     assert [(_kmask(t) is None) for t in ks] == [(get_keras_mask(t) is None) for t in os_]
@@ -166,7 +166,7 @@ def test_mha_output_carries_the_query_mask_and_value_mask_is_read():
         omha(oq(q_ids), ov(v_ids))
         omha.set_weights(kmha.get_weights())
         oo = omha(oq(q_ids), ov(v_ids), use_causal_mask=causal, training=False)
-        np.testing.assert_array_equal(get_keras_mask(oo), _kmask(ko))
+        np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(oo)), _kmask(ko))
         rows = np.asarray(q_ids != 0)[..., None]             # Keras's fused path differs on fully masked rows
         np.testing.assert_allclose(oo.numpy() * rows, np.asarray(ko) * rows, **TOL)
 
@@ -198,7 +198,7 @@ def test_fit_uses_the_prediction_mask_regularizers_and_constraints_as_keras():
     kpred = kmodel(tf.constant(IDS))
     kloss = float(keras.losses.MeanSquaredError()(y, kpred)) + float(sum(kmodel.losses))
     pred = model(IDS)
-    np.testing.assert_array_equal(get_keras_mask(pred), IDS != 0)
+    np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(pred)), IDS != 0)
     oloss = float(ta.losses.MeanSquaredError()(y, pred).item()) + float(sum(r.item() for r in model.regularization_losses()))
     np.testing.assert_allclose(oloss, kloss, rtol=1e-5)
     assert len(model.regularization_losses()) == len(kmodel.losses) == 4
@@ -458,7 +458,7 @@ def test_mha_nd_keras_masks_from_embedding_match_keras():
     ol(ox, ox)
     ol.set_weights(kl.get_weights())
     oo, os_ = ol(ox, ox, return_attention_scores=True, training=False)
-    np.testing.assert_array_equal(get_keras_mask(oo), _kmask(ko))
+    np.testing.assert_array_equal(ta.backend.as_numpy(get_keras_mask(oo)), _kmask(ko))
     valid = (ids != 0)[..., None]                  # rows with a real query (others differ in Keras's fallback)
     np.testing.assert_allclose(oo.numpy() * valid, np.asarray(ko) * valid, **TOL)
     np.testing.assert_allclose(os_.numpy(), np.asarray(ks), **TOL)

@@ -9,14 +9,19 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import tinyattn as ta  # noqa: E402
-from tinyattn.autograd import Tensor  # noqa: E402
 from tinyattn.seq2seq import BahdanauDecoder, Encoder, EncoderOutput  # noqa: E402
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
 
+def _tensor(data, requires_grad=False):
+    """A leaf on the pass's backend (NumPy, or the device: --backend=strict) keeping data's dtype."""
+    return ta.tensor(data, dtype=np.asarray(data).dtype, requires_grad=requires_grad)
+
+
 def _t(a):
-    return torch.tensor(np.asarray(a), dtype=torch.float64)
+    a = a.numpy() if isinstance(a, ta.Tensor) else ta.backend.as_numpy(a)     # an explicit device read
+    return torch.tensor(a, dtype=torch.float64)
 
 
 def _gru_to_torch(cell):
@@ -25,7 +30,7 @@ def _gru_to_torch(cell):
 
     def reorder(m):                                     # last axis blocks z, r, h → r, z, h
         return np.concatenate([m[..., u:2 * u], m[..., :u], m[..., 2 * u:]], axis=-1)
-    K, R, b = cell.kernel.data, cell.recurrent_kernel.data, cell.bias.data
+    K, R, b = cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()
     return reorder(K).T, reorder(R).T, reorder(b[0]), reorder(b[1])
 
 
@@ -83,46 +88,46 @@ def test_bahdanau_decoder_matches_d2l_in_pytorch():
     dec = BahdanauDecoder(V, E, h, cell="gru", num_layers=L, dtype="float64")
     ref = D2LAttentionDecoder(V, E, h, L).double()
     with torch.no_grad():
-        ref.embedding.weight.copy_(_t(dec.embedding.embeddings.data))
-        ref.attention.W_q.weight.copy_(_t(dec.W_q.kernel.data.T))
-        ref.attention.W_k.weight.copy_(_t(dec.W_k.kernel.data.T))
-        ref.attention.w_v.weight.copy_(_t(dec.v.data[None, :]))
+        ref.embedding.weight.copy_(_t(dec.embedding.embeddings.numpy()))
+        ref.attention.W_q.weight.copy_(_t(dec.W_q.kernel.numpy().T))
+        ref.attention.W_k.weight.copy_(_t(dec.W_k.kernel.numpy().T))
+        ref.attention.w_v.weight.copy_(_t(dec.v.numpy()[None, :]))
         for l, cell in enumerate(dec.cells):
             wih, whh, bih, bhh = _gru_to_torch(cell)
             for name, val in (("weight_ih", wih), ("weight_hh", whh), ("bias_ih", bih), ("bias_hh", bhh)):
                 getattr(ref.rnn, f"{name}_l{l}").copy_(_t(val))
-        ref.dense.weight.copy_(_t(dec.out.kernel.data.T))
-        ref.dense.bias.copy_(_t(dec.out.bias.data))
+        ref.dense.weight.copy_(_t(dec.out.kernel.numpy().T))
+        ref.dense.bias.copy_(_t(dec.out.bias.numpy()))
     rng = np.random.default_rng(1)
     states = rng.standard_normal((B, S, h))
     hidden = rng.standard_normal((L, B, h)) * 0.5
     valid = np.array([5, 2, 4])
     X = np.array([[1, 3, 4, 5], [1, 6, 2, 0], [1, 3, 3, 8]])
     mask = np.arange(S)[None, :] < valid[:, None]
-    states_t = Tensor(states.copy(), requires_grad=True)
-    mem = EncoderOutput(states_t, [Tensor(hidden[l].copy()) for l in range(L)], mask)
+    states_t = _tensor(states.copy(), requires_grad=True)
+    mem = EncoderOutput(states_t, [_tensor(hidden[l].copy()) for l in range(L)], mask)
     logits, w = dec(X, mem)
     G = rng.standard_normal(logits.shape)
-    (logits * Tensor(G)).sum().backward()
+    (logits * _tensor(G)).sum().backward()
 
     enc_t = _t(states).requires_grad_(True)
     ref_logits, ref_w = ref(torch.tensor(X), enc_t, _t(hidden), torch.tensor(valid))
     (ref_logits * _t(G)).sum().backward()
 
-    np.testing.assert_allclose(logits.data, ref_logits.detach().numpy(), **TOL)
-    np.testing.assert_allclose(w.data, ref_w.detach().numpy(), **TOL)
-    np.testing.assert_allclose(states_t.grad.data, enc_t.grad.numpy(), **TOL)
-    np.testing.assert_allclose(dec.embedding.embeddings.grad.data, ref.embedding.weight.grad.numpy(), **TOL)
-    np.testing.assert_allclose(dec.W_q.kernel.grad.data, ref.attention.W_q.weight.grad.numpy().T, **TOL)
-    np.testing.assert_allclose(dec.W_k.kernel.grad.data, ref.attention.W_k.weight.grad.numpy().T, **TOL)
-    np.testing.assert_allclose(dec.v.grad.data, ref.attention.w_v.weight.grad.numpy()[0], **TOL)
-    np.testing.assert_allclose(dec.out.kernel.grad.data, ref.dense.weight.grad.numpy().T, **TOL)
+    np.testing.assert_allclose(logits.numpy(), ref_logits.detach().numpy(), **TOL)
+    np.testing.assert_allclose(w.numpy(), ref_w.detach().numpy(), **TOL)
+    np.testing.assert_allclose(states_t.grad.numpy(), enc_t.grad.numpy(), **TOL)
+    np.testing.assert_allclose(dec.embedding.embeddings.grad.numpy(), ref.embedding.weight.grad.numpy(), **TOL)
+    np.testing.assert_allclose(dec.W_q.kernel.grad.numpy(), ref.attention.W_q.weight.grad.numpy().T, **TOL)
+    np.testing.assert_allclose(dec.W_k.kernel.grad.numpy(), ref.attention.W_k.weight.grad.numpy().T, **TOL)
+    np.testing.assert_allclose(dec.v.grad.numpy(), ref.attention.w_v.weight.grad.numpy()[0], **TOL)
+    np.testing.assert_allclose(dec.out.kernel.grad.numpy(), ref.dense.weight.grad.numpy().T, **TOL)
     for l, cell in enumerate(dec.cells):
         gk, gr, gb = _torch_grad_gru([getattr(ref.rnn, f"{n}_l{l}").grad.numpy()
                                       for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")], h)
-        np.testing.assert_allclose(cell.kernel.grad.data, gk, **TOL)
-        np.testing.assert_allclose(cell.recurrent_kernel.grad.data, gr, **TOL)
-        np.testing.assert_allclose(cell.bias.grad.data, gb, **TOL)
+        np.testing.assert_allclose(cell.kernel.grad.numpy(), gk, **TOL)
+        np.testing.assert_allclose(cell.recurrent_kernel.grad.numpy(), gr, **TOL)
+        np.testing.assert_allclose(cell.bias.grad.numpy(), gb, **TOL)
 
 
 def test_bidirectional_gru_encoder_matches_packed_torch_gru():
@@ -138,14 +143,14 @@ def test_bidirectional_gru_encoder_matches_packed_torch_gru():
                     getattr(ref, f"{name}_l{l}{suffix}").copy_(_t(val))
     src = np.array([[3, 4, 5, 6, 7], [3, 8, 0, 0, 0], [9, 10, 4, 3, 0]])
     mem = enc(src)
-    x = _t(enc.embedding.embeddings.data[src])
+    x = _t(enc.embedding.embeddings.numpy()[src])
     lens = torch.tensor((src != 0).sum(1))
     packed = nn.utils.rnn.pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
     out, h_n = ref(packed)
     out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
-    np.testing.assert_allclose(mem.states.data, out.detach().numpy(), **TOL)
-    assert np.all(mem.states.data[1, 2:] == 0) and np.array_equal(mem.mask, src != 0)
+    np.testing.assert_allclose(mem.states.numpy(), out.detach().numpy(), **TOL)
+    assert np.all(mem.states.numpy()[1, 2:] == 0) and np.array_equal(ta.backend.as_numpy(mem.mask), src != 0)
     for l in range(L):       # the bridge h₀ = tanh([→h; ←h] W + b) of torch's final states
         both = torch.cat([h_n[2 * l], h_n[2 * l + 1]], dim=-1).detach().numpy()
-        want = np.tanh(both @ enc.bridge_h[l].kernel.data + enc.bridge_h[l].bias.data)
-        np.testing.assert_allclose(mem.final[l].data, want, **TOL)
+        want = np.tanh(both @ enc.bridge_h[l].kernel.numpy() + enc.bridge_h[l].bias.numpy())
+        np.testing.assert_allclose(mem.final[l].numpy(), want, **TOL)

@@ -179,7 +179,8 @@ class _BaseDenseAttention(Module):
         smask = combine_masks(vm, causal_mask(tq, tv, scores) if use_causal_mask else None, like=scores,
                               where=name)
         if smask is not None:
-            scores = scores - (~smask).astype(scores.dtype) * scores.dtype.type(_LARGE)
+            # _LARGE a Python float: weak, keeps the dtype (a NumPy scalar would be host data)
+            scores = scores - (~smask).astype(scores.dtype) * _LARGE
         weights = scores.softmax(axis=-1)
         weights = _dropout(weights, self.dropout, training)
         out = weights @ v

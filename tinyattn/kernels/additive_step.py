@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend, parallel
 from ..autograd import Function
 from ..functions.nn import softmax_
+from ..functions.masks import as_mask
 
 __all__ = ["AdditiveAttentionStep", "additive_attention"]
 
@@ -102,5 +103,7 @@ class AdditiveAttentionStep(Function):
 
 def additive_attention(qp, keys, values, v, mask=None):
     """Fused additive attention for one query per row: → (context (B, D), weights α (B, S)).
-    See :class:`AdditiveAttentionStep`; mask (B, S) boolean on the data's device, True = real."""
+    See :class:`AdditiveAttentionStep`; mask (B, S) True = real, through :func:`as_mask` (to the
+    data's device)."""
+    mask = as_mask(mask, keys, shape=tuple(keys.shape[:2]), where="additive_attention")
     return AdditiveAttentionStep(mask)(qp, keys, values, v)

@@ -106,7 +106,8 @@ def cast_input(layer, x, name="input", ids=False):
     cast with the differentiable ``astype``, so its gradient still flows). With ``ids=True`` (an
     Embedding's token ids) integer inputs are kept as they are; otherwise integer and boolean
     inputs become the layer's float dtype too. Arrays and lists are placed on the device of the
-    layer's parameters (or, before it has any, the array's own device / the default backend);
+    layer's parameters (or, before it has any: a device array stays on its device, host data goes
+    to the current backend, where the parameters will be built);
     a Tensor keeps its device. None stays None. ``name`` is the argument, for error messages.
     """
     if x is None:
@@ -133,7 +134,9 @@ def cast_input(layer, x, name="input", ids=False):
         if a.dtype.kind == "O":
             raise ValueError(f"{type(layer).__name__}: {name} is ragged or not numeric "
                              f"(a list of shape {np.shape(a)} of objects)")
-    xp = _layer_device(layer) or (backend.get_array_module(a) if hasattr(x, "dtype") else backend.default_xp())
+    # Before the layer has parameters: a device array stays where it is; host data (NumPy, lists)
+    # goes to the current backend, where build() will make the parameters (as Module.__call__ does).
+    xp = _layer_device(layer) or (backend.get_array_module(a) if backend.is_gpu_array(a) else backend.default_xp())
     a = backend.as_numpy(a) if xp is np else xp.asarray(a)
     if a.dtype.kind not in "iufb":
         raise TypeError(f"{type(layer).__name__}: {name} has dtype {a.dtype}; expected numbers")

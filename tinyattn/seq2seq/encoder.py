@@ -19,6 +19,7 @@ import numpy as np
 from .. import backend
 from .. import functions as F
 from ..autograd import Tensor, array_of
+from ..functions.masks import as_mask
 from ..nn import Module, ModuleList, Embedding, Dense, LSTM, GRU, Bidirectional
 
 __all__ = ["Encoder", "EncoderOutput"]
@@ -49,11 +50,13 @@ class EncoderOutput:
             and values. Padded positions hold zeros.
     final:  list over encoder layers (bottom first) of the state to start a decoder layer from:
             h (B, units) for a GRU, the pair (h, c) for an LSTM — already bridged to the decoder's size.
-    mask:   boolean array (B, S) on the data's device, True = a real token (False = padding).
+    mask:   boolean array (B, S) on the data's device, True = a real token (False = padding); any
+            mask :func:`as_mask` takes (a NumPy mask beside device states moves to the device).
     """
 
     def __init__(self, states, final, mask):
-        self.states, self.final, self.mask = states, final, mask
+        self.states, self.final = states, final
+        self.mask = as_mask(mask, states, name="mask", where="EncoderOutput")
 
     @property
     def lengths(self):
