@@ -115,4 +115,20 @@ def test_no_scipy_needed(monkeypatch):
     assert not hits, hits
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setitem(sys.modules, "scipy.special", None)
-    assert float(F.erf(ta.tensor(np.array([1.0]))).numpy()[0]) == pytest.approx(math.erf(1.0), abs=1e-16)
+    assert float(F.erf(ta.tensor(np.array([1.0]), device="cpu")).numpy()[0]) == pytest.approx(math.erf(1.0), abs=1e-16)
+
+
+def test_erf_fdlibm_on_the_device(backend, monkeypatch):
+    """Without a device scipy.special (CuPy lacking cupyx.scipy) the fdlibm code itself runs on the
+    device arrays, with the same values as on the host."""
+    from tinyattn import backend as B
+    monkeypatch.setitem(B._device, "special", None)
+    x = _sweep()
+    for dt in (np.float64, np.float32):
+        xd = x.astype(dt) if dt is np.float64 else np.clip(x, -1e38, 1e38).astype(dt)
+        t = ta.tensor(xd)
+        y = F.erf(t)
+        assert y.device == t.device and y.dtype == dt
+        np.testing.assert_array_equal(y.numpy(), E._erf_numpy(xd))
+        g = F.gelu(t)
+        np.testing.assert_array_equal(g.numpy(), xd * ((E._erf_numpy(xd * (1 / math.sqrt(2))) + 1) * 0.5))

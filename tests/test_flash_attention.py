@@ -191,8 +191,8 @@ def test_flash_errors():
         flash_attention(q, k, v, mask=np.ones((3, 4, 5), bool))
     with pytest.raises(ValueError, match="block_size"):
         flash_attention(q, k, v, block_size=0)
-    with pytest.raises(TypeError, match="mask must be boolean"):
-        flash_attention(q, k, v, mask=np.ones((4, 5)))
+    with pytest.raises(ValueError, match="flash_attention: mask must be boolean"):
+        flash_attention(q, k, v, mask=np.full((4, 5), 0.5))
     with pytest.raises(ValueError, match="differ in length"):
         flash_attention(q, k, v[:, :3])
     with pytest.raises(ValueError, match="bias"):

@@ -10,6 +10,7 @@ from tinyattn.gradcheck import GradcheckError
 from tinyattn.functions.attention import AdditiveScore, ScaledDotProductAttention
 from tinyattn.functions.nn import MaskedSoftmax
 from tinyattn.nn.layers import Im2Col1D, LayerNormFn
+from tinyattn.attention.flash import flash_attention
 
 _MASK = np.ones((2, 3, 5), bool)
 _MASK[0, 1, 3:] = False
@@ -207,6 +208,9 @@ GG = [
     ("additive-score", lambda q, k, v: AdditiveScore()(q, k, v), [(2, 3, 4), (2, 5, 4), (4,)]),
     ("layernorm", lambda x, g, b: LayerNormFn((1,), 1e-3)(x, g, b), [(3, 4), (1, 4), (1, 4)]),
     ("im2col-col2im", lambda x: Im2Col1D(3, 2, 1, 1, 1)(x) ** 2, [(2, 5, 3)]),
+    ("flash-attention", lambda q, k, v, b: flash_attention(q, k, v, mask=_MASK, causal=True, bias=b,
+                                                           block_size=2),
+     [(2, 3, 4), (2, 5, 4), (2, 5, 3), (3, 5)]),
 ]
 
 

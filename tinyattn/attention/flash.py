@@ -61,6 +61,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, sum_to, _sum_to_array
+from ..functions.masks import as_mask
 from ..functions.nn import MaskedSoftmax, Softmax
 
 __all__ = ["flash_attention", "FlashAttention"]
@@ -116,7 +117,7 @@ class FlashAttention(Function):
             c = xp.arange(j0, j1)[None, :] <= xp.arange(i0, i1)[:, None]
             keep = c if keep is None else keep & c
         if keep is not None:
-            xp.copyto(s, s.dtype.type(-np.inf), where=~keep)
+            xp.copyto(s, -math.inf, where=~keep)
         return s
 
     # -- forward -----------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class FlashAttention(Function):
         out = xp.zeros(lead + (tq, v.shape[-1]), dtype=dt)
         lse = xp.empty(lead + (tq, 1), dtype=dt)
         sc = self.scale                    # a Python float: weak, keeps the dtype (and CuPy-safe)
-        neg_inf, zero = dt.type(-np.inf), dt.type(0)
+        neg_inf = -math.inf               # Python numbers: weak, CuPy-safe (no NumPy scalar)
         for i0, i1, cols in self._blocks(tq, tk):
             qs = q[..., i0:i1, :] * sc                      # (..., bq, d)
             m = xp.full(lead + (i1 - i0, 1), neg_inf, dtype=dt)     # running max
@@ -137,7 +138,7 @@ class FlashAttention(Function):
             for j0, j1 in cols:
                 s = self._scores(xp, qs, k, bias, i0, i1, j0, j1)   # (..., bq, bk)
                 m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))
-                shift = xp.where(m_new == neg_inf, zero, m_new)     # all masked so far: shift 0
+                shift = xp.where(m_new == neg_inf, 0.0, m_new)     # all masked so far: shift 0
                 s -= shift
                 xp.exp(s, out=s)                                     # P̃ = exp(S − m')
                 alpha = xp.exp(m - shift)                            # exp(m − m'), 0 at the start
@@ -147,8 +148,8 @@ class FlashAttention(Function):
                 acc += xp.matmul(s, v[..., j0:j1, :])
                 m = m_new
             empty = ell == 0                                         # no kept key in the row
-            acc /= xp.where(empty, dt.type(1), ell)                  # O = A / ℓ (0 for empty rows)
-            lse[..., i0:i1, :] = xp.where(empty, dt.type(np.inf), m + xp.log(xp.where(empty, dt.type(1), ell)))
+            acc /= xp.where(empty, 1.0, ell)                  # O = A / ℓ (0 for empty rows)
+            lse[..., i0:i1, :] = xp.where(empty, math.inf, m + xp.log(xp.where(empty, 1.0, ell)))
         self.O, self.L = out, lse
         return out
 
@@ -235,8 +236,8 @@ def flash_attention(q, k, v, mask=None, causal=False, bias=None, scale=None,
     -> out (..., Tq, dv): the same values and gradients as :func:`scaled_dot_product_attention`
     (see the module docstring for the algorithm, FlashAttention of Dao et al. 2022).
 
-    * mask: True = keep (0/1 integers accepted), broadcastable to (..., Tq, Tk), e.g.
-      (B, 1, 1, Tk) for padding. A query whose keys are all masked gets a zero output.
+    * mask: True = keep (bool or 0/1 numbers, read by :func:`tinyattn.functions.masks.as_mask`),
+      broadcastable to (..., Tq, Tk), e.g. (B, 1, 1, Tk) for padding. A query whose keys are all masked gets a zero output.
     * causal: query i sees keys 0..i (top-left aligned, as PyTorch's ``is_causal``); ANDed with mask.
     * bias: additive, broadcastable to (..., Tq, Tk) (ALiBi, T5 buckets, ...); a Tensor that
       requires grad gets its gradient (summed over its broadcast axes).
@@ -271,16 +272,8 @@ def flash_attention(q, k, v, mask=None, causal=False, bias=None, scale=None,
             raise ValueError(f"flash_attention: {what} {tuple(a.shape)} does not broadcast to the scores "
                              f"{sshape} (..., Tq, Tk)")
 
-    if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else mask
-        m = xp.asarray(m if hasattr(m, "dtype") else np.asarray(m))    # a NumPy mask moves to the GPU
-        if m.dtype != bool:
-            if m.dtype.kind not in "iu":
-                raise TypeError(f"flash_attention: mask must be boolean (True = keep) or 0/1 integers, "
-                                f"got dtype {m.dtype}")
-            m = m != 0
-        fits(m, "mask")
-        mask = _pad2(m)
+    if mask is not None:                   # bool / 0-1 numbers, moved to q's device (the one door)
+        mask = _pad2(as_mask(mask, q, shape=sshape, where="flash_attention"))
     inputs = [q, k, v]
     if bias is not None:
         b = bias if isinstance(bias, Tensor) else Tensor(xp.asarray(bias, dtype=q.dtype))
