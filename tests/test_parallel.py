@@ -9,6 +9,16 @@ import tinyattn as ta
 from tinyattn import parallel
 
 
+@pytest.fixture(autouse=True)
+def _host_backend():
+    """The pool is a host (NumPy) mechanism: device arrays always take the serial path (tested
+    below with a device-like array), so these bit-identity tests run on NumPy in both passes.
+    conftest's fixture restores the pass's backend afterwards."""
+    ta.use_backend("numpy")
+    yield
+
+
+
 @pytest.fixture
 def pool():
     """Parallel path forced on for small arrays: 3 threads (uneven chunks even on 2 cores), a low
