@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from . import backend
+from .nn.module import state_problems
 
 try:                                      # advisory locks mark a temporary file as in use (POSIX)
     import fcntl
@@ -431,17 +432,8 @@ def _load(module, path, optimizer, strict, z, entries):
         raise _fail(path, f"holds weights but {type(module).__name__} has no parameters yet (lazily built "
                           f"layers create them on their first call): call the model once on a sample input, "
                           f"then load")
-    missing = [n for n in own if n not in params]
-    unexpected = [n for n in params if n not in own]
-    bad = [f"{n}: checkpoint {params[n].shape} vs model {own[n].shape}"
-           for n in own if n in params and params[n].shape != tuple(own[n].shape)]
-    problems = []
-    if strict and missing:
-        problems.append(f"missing keys: {missing}")
-    if strict and unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
-    if bad:
-        problems.append(f"shape mismatch: {bad}")
+    problems = state_problems({n: t.shape for n, t in own.items()},
+                              {n: e.shape for n, e in params.items()}, strict)
     if problems:
         raise _fail(path, f"does not fit {type(module).__name__}: " + "; ".join(problems))
     for n in own:

@@ -184,6 +184,24 @@ def _to_gpu(a):
     return backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a
 
 
+
+def state_problems(own, given, strict=True):
+    """How a state (name -> shape) ``given`` differs from a module's own (name -> shape): a list of
+    "missing keys: [...]", "unexpected keys: [...]" (both only with ``strict``) and "shape mismatch:
+    [...]" sentences, empty when they fit. ``load_state_dict`` and ``tinyattn.load`` both use it."""
+    missing = [n for n in own if n not in given]
+    unexpected = [n for n in given if n not in own]
+    bad = [f"{n}: checkpoint {tuple(given[n])} vs model {tuple(own[n])}"
+           for n in own if n in given and tuple(given[n]) != tuple(own[n])]
+    problems = []
+    if strict and missing:
+        problems.append(f"missing keys: {missing}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys: {unexpected}")
+    if bad:
+        problems.append(f"shape mismatch: {bad}")
+    return problems
+
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires grad by default)."""
     __slots__ = ()
@@ -462,17 +480,8 @@ class Module:
         """Copy arrays into the parameters. A missing/unexpected name or a shape mismatch is an error
         listing every difference (with ``strict=False``, missing and unexpected names are skipped)."""
         own = OrderedDict(self.named_state())
-        missing = [n for n in own if n not in state]
-        unexpected = [n for n in state if n not in own]
-        bad = [f"{n}: checkpoint {tuple(np.shape(state[n]))} vs model {own[n].shape}"
-               for n in own if n in state and tuple(np.shape(state[n])) != own[n].shape]
-        problems = []
-        if strict and missing:
-            problems.append(f"missing keys: {missing}")
-        if strict and unexpected:
-            problems.append(f"unexpected keys: {unexpected}")
-        if bad:
-            problems.append(f"shape mismatch: {bad}")
+        problems = state_problems({n: t.shape for n, t in own.items()},
+                                  {n: tuple(np.shape(a)) for n, a in state.items()}, strict)
         if problems:
             raise ValueError(f"load_state_dict({type(self).__name__}): " + "; ".join(problems))
         for n, p in own.items():
