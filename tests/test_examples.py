@@ -5,33 +5,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
+from example_runner import EXAMPLES, ROOT, has_matplotlib, run  # noqa: F401
 
-
-def run(script, *args, timeout=300):
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=ROOT)
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    # On ``--backend=strict`` the example runs on the strict CuPy stand-in (tests/strict_run.py).
-    runner = [os.path.join(ROOT, "tests", "strict_run.py")] if _on_strict() else []
-    proc = subprocess.run([sys.executable, *runner, os.path.join(EXAMPLES, script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def _on_strict():
-    import strict_xp
-    import tinyattn as ta
-    return ta.backend.default_xp() is strict_xp
-
-
-def has_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def test_attention_focus_small(tmp_path):

@@ -1,38 +1,8 @@
 """The attention-variant examples (issue 10, item 6) run end to end with --quick, pass their own
 check (exit 0, "PASS:"), and write their plot; each runs in a subprocess."""
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-
-
-def run(script, *args, timeout=300):
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=ROOT)
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    # On ``--backend=strict`` the example runs on the strict CuPy stand-in (tests/strict_run.py).
-    runner = [os.path.join(ROOT, "tests", "strict_run.py")] if _on_strict() else []
-    proc = subprocess.run([sys.executable, *runner, os.path.join(EXAMPLES, script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def _on_strict():
-    import strict_xp
-    import tinyattn as ta
-    return ta.backend.default_xp() is strict_xp
-
-
-def has_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
+from example_runner import has_matplotlib, run
 
 
 def check_png(png, out):

@@ -25,6 +25,7 @@ import copy
 import numpy as np
 
 from .. import backend
+from ..autograd import array_of
 from ..nn import Module, ModuleList, Dense, Dropout, LayerNormalization
 from ..attention import MultiHeadAttention
 from .attention import mha_attend, KVCache
@@ -36,7 +37,7 @@ def _np(x):
     """A NumPy array from a NumPy array, a Tensor or a PyTorch tensor (without importing torch)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
-    return backend.as_numpy(getattr(x, "data", x))
+    return backend.as_numpy(array_of(x))
 
 
 def _sub(sd, prefix):

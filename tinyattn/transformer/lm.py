@@ -11,7 +11,7 @@ gives the same logits as the full causal forward.
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, array_of, no_grad
 from ..nn import Module, ModuleList, Dense, Embedding, LayerNormalization
 from ..attention import RotaryEmbedding, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .attention import KVCache
@@ -109,7 +109,7 @@ class DecoderOnlyLM(Module):
             raise ValueError(f"DecoderOnlyLM.generate: temperature must be > 0 (or greedy=True), got {temperature}")
         if top_k is not None and (top_k <= 0 or top_k > self.vocab_size):
             raise ValueError(f"DecoderOnlyLM.generate: top_k must be in 1..{self.vocab_size}, got {top_k}")
-        out = np.array(backend.as_numpy(getattr(prompt, "data", prompt)), dtype=np.int64)
+        out = np.array(backend.as_numpy(array_of(prompt)), dtype=np.int64)
         if out.ndim == 1:
             out = out[None]
         if out.ndim != 2 or out.shape[1] == 0:
