@@ -17,6 +17,7 @@ or CuPy, on the weight's device) to an array of the same shape; layers take them
 "non_neg", "unit_norm", "min_max_norm", or the class names), or any callable.
 """
 from .. import backend
+from .module import resolve_identifier
 
 __all__ = ["Constraint", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "max_norm", "non_neg",
            "unit_norm", "min_max_norm", "get"]
@@ -104,16 +105,4 @@ _NAMES = {"maxnorm": MaxNorm, "max_norm": MaxNorm, "nonneg": NonNeg, "non_neg": 
 
 def get(identifier):
     """A constraint from None, a name, a class, an instance or a callable (``keras.constraints.get``)."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower())
-        if cls is None:
-            raise ValueError(f"Could not interpret constraint identifier: {identifier!r}; known names: "
-                             f"{sorted(_NAMES)}")
-        return cls()
-    if isinstance(identifier, type):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"Could not interpret constraint identifier: {identifier!r}")
+    return resolve_identifier(identifier, _NAMES, "constraint")

@@ -202,6 +202,25 @@ def state_problems(own, given, strict=True):
         problems.append(f"shape mismatch: {bad}")
     return problems
 
+
+def resolve_identifier(identifier, names, kind):
+    """Keras's ``get`` for a regularizer or a constraint: None stays None; a name (any case) from
+    ``names`` gives a default instance; a class gives an instance; an instance or any callable is
+    returned as is. Anything else is a ValueError naming ``kind`` and the known names."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        cls = names.get(identifier.lower())
+        if cls is None:
+            raise ValueError(f"Could not interpret {kind} identifier: {identifier!r}; known names: "
+                             f"{sorted(names)}")
+        return cls()
+    if isinstance(identifier, type):
+        return identifier()
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"Could not interpret {kind} identifier: {identifier!r}")
+
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires grad by default)."""
     __slots__ = ()

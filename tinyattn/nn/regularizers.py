@@ -14,6 +14,7 @@ their sum to the loss.
 import math
 
 from .. import backend
+from .module import resolve_identifier
 from ..autograd import Tensor
 from .. import functions as F
 
@@ -99,16 +100,4 @@ _NAMES = {"l1": L1, "l2": L2, "l1l2": L1L2, "l1_l2": L1L2, "regularizer": Regula
 def get(identifier):
     """A regularizer from None, a name ("l1", "l2", "l1_l2", "L1", ...), a class, an instance or a
     callable (returned as is), as ``keras.regularizers.get``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower())
-        if cls is None:
-            raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}; known names: "
-                             f"{sorted(_NAMES)}")
-        return cls()
-    if isinstance(identifier, type):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}")
+    return resolve_identifier(identifier, _NAMES, "regularizer")
