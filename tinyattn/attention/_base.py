@@ -3,7 +3,7 @@
 Not public: each mechanism's file (additive.py, multiplicative.py, cosine.py, ...) builds on it.
 """
 from ..functions import dropout
-from ..nn import Module, cast_input
+from ..nn import Module, Parameter, cast_input
 from ..functions.masks import as_mask
 from .masks import masked_softmax
 
@@ -74,3 +74,19 @@ class QKVLayer(Module):
             self.build([queries.shape, keys.shape, values.shape])
             object.__setattr__(self, "built", True)
         return Module.__call__(self, queries, keys, values, *args, **kwargs)
+
+
+_KERAS_NAMES = {"output": "attention_output"}
+
+
+def add_projections(layer, specs):
+    """Create the Keras EinsumDense projections of MultiHeadAttention / GroupedQueryAttention, in
+    Keras's weight order: for each (name, kernel_shape, bias_shape) a Parameter ``<name>_kernel``
+    ("<name>/kernel", ``layer.kernel_initializer``) and, with ``layer.use_bias``, ``<name>_bias``
+    ("<name>/bias", ``layer.bias_initializer``); ``output`` is Keras's "attention_output"."""
+    ki, bi, dt = layer.kernel_initializer, layer.bias_initializer, layer.dtype
+    for name, kshape, bshape in specs:
+        keras = _KERAS_NAMES.get(name, name)
+        setattr(layer, f"{name}_kernel", Parameter(ki(tuple(kshape), dtype=dt), name=f"{keras}/kernel"))
+        if layer.use_bias:
+            setattr(layer, f"{name}_bias", Parameter(bi(tuple(bshape), dtype=dt), name=f"{keras}/bias"))

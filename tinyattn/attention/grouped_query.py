@@ -24,8 +24,9 @@ from .. import backend
 from ..autograd import Tensor
 from ..functions import sigmoid
 from ..kernels.attention import ScaledDotProductAttention
-from ..nn import Module, Parameter, init, regularizers, constraints
+from ..nn import Module, init, regularizers, constraints
 from ..functions.masks import as_mask, causal_mask, combine_masks
+from ._base import add_projections
 from .sliding_window import sliding_window_mask
 
 __all__ = ["GroupedQueryAttention", "GroupQueryAttention"]
@@ -101,23 +102,9 @@ class GroupedQueryAttention(Module):
         self.compute_output_shape(query_shape, value_shape, key_shape)
         dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
         Hq, Hkv, hd = self.num_query_heads, self.num_key_value_heads, self.head_dim
-        ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="query/kernel")
-        if self.use_bias:
-            self.query_bias = Parameter(bi((Hq, hd), dtype=dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, Hkv, hd), dtype=dt), name="key/kernel")
-        if self.use_bias:
-            self.key_bias = Parameter(bi((Hkv, hd), dtype=dt), name="key/bias")
-        if self.use_gate:
-            self.gate_kernel = Parameter(ki((dq, Hq, hd), dtype=dt), name="gate/kernel")
-            if self.use_bias:
-                self.gate_bias = Parameter(bi((Hq, hd), dtype=dt), name="gate/bias")
-        self.value_kernel = Parameter(ki((dv, Hkv, hd), dtype=dt), name="value/kernel")
-        if self.use_bias:
-            self.value_bias = Parameter(bi((Hkv, hd), dtype=dt), name="value/bias")
-        self.output_kernel = Parameter(ki((Hq, hd, dq), dtype=dt), name="attention_output/kernel")
-        if self.use_bias:
-            self.output_bias = Parameter(bi((dq,), dtype=dt), name="attention_output/bias")
+        add_projections(self, [("query", (dq, Hq, hd), (Hq, hd)), ("key", (dk, Hkv, hd), (Hkv, hd))]
+                        + ([("gate", (dq, Hq, hd), (Hq, hd))] if self.use_gate else [])
+                        + [("value", (dv, Hkv, hd), (Hkv, hd)), ("output", (Hq, hd, dq), (dq,))])
         object.__setattr__(self, "built", True)
 
     def weights(self):

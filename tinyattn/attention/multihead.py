@@ -17,11 +17,11 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor, array_of
 from ..functions import concat, split
-from ..functions.attention import ScaledDotProductAttention
+from ..kernels.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
 from ..functions import sigmoid
-from ..nn import Module, Parameter, init, cast_input, regularizers, constraints
-from ._base import check_rank
+from ..nn import Module, init, cast_input, regularizers, constraints
+from ._base import add_projections, check_rank
 from .sliding_window import sliding_window_mask
 
 
@@ -159,23 +159,9 @@ class MultiHeadAttention(Module):
         dq, dk, dv = query_shape[-1], key_shape[-1], value_shape[-1]
         H, kd, vd = self.num_heads, self.key_dim, self.value_dim
         out = self.output_shape or (dq,)
-        ki, bi, dt = self.kernel_initializer, self.bias_initializer, self.dtype
-        self.query_kernel = Parameter(ki((dq, H, kd), dtype=dt), name="query/kernel")
-        if self.use_bias:
-            self.query_bias = Parameter(bi((H, kd), dtype=dt), name="query/bias")
-        self.key_kernel = Parameter(ki((dk, H, kd), dtype=dt), name="key/kernel")
-        if self.use_bias:
-            self.key_bias = Parameter(bi((H, kd), dtype=dt), name="key/bias")
-        if self.use_gate:
-            self.gate_kernel = Parameter(ki((dq, H, vd), dtype=dt), name="gate/kernel")
-            if self.use_bias:
-                self.gate_bias = Parameter(bi((H, vd), dtype=dt), name="gate/bias")
-        self.value_kernel = Parameter(ki((dv, H, vd), dtype=dt), name="value/kernel")
-        if self.use_bias:
-            self.value_bias = Parameter(bi((H, vd), dtype=dt), name="value/bias")
-        self.output_kernel = Parameter(ki((H, vd) + tuple(out), dtype=dt), name="attention_output/kernel")
-        if self.use_bias:
-            self.output_bias = Parameter(bi(tuple(out), dtype=dt), name="attention_output/bias")
+        add_projections(self, [("query", (dq, H, kd), (H, kd)), ("key", (dk, H, kd), (H, kd))]
+                        + ([("gate", (dq, H, vd), (H, vd))] if self.use_gate else [])
+                        + [("value", (dv, H, vd), (H, vd)), ("output", (H, vd) + tuple(out), tuple(out))])
         object.__setattr__(self, "built", True)
 
     def weights(self):
