@@ -174,6 +174,12 @@ def _eval_batches(model, xs, batch_size):
         model.train(was_training)
 
 
+def _penalties(model):
+    """The layers' regularization losses (weight penalties, and activity penalties of the last call),
+    which Keras adds to the loss in ``fit``, ``evaluate`` and ``val_loss`` alike."""
+    return model.regularization_losses() if hasattr(model, "regularization_losses") else ()
+
+
 def _run_eval(model, loss_fn, xs, y, batch_size, want_acc):
     """(mean loss weighted by batch size, accuracy or None) in eval mode, without a graph."""
     dtype, device = _param_info(model)
@@ -181,7 +187,10 @@ def _run_eval(model, loss_fn, xs, y, batch_size, want_acc):
     total, correct, count = 0.0, 0, 0
     for idx, pred in _eval_batches(model, xs, batch_size):
         yb = _take(y, idx, dtype, device)
-        total += float(loss_fn(yb, pred).item()) * len(idx)
+        value = loss_fn(yb, pred)
+        for r in _penalties(model):             # Keras: evaluate's loss includes the layers' losses
+            value = value + r
+        total += float(value.item()) * len(idx)
         if want_acc:
             c, k = _count_correct(rule, yb.data, pred.data)
             correct, count = correct + c, count + k
@@ -308,7 +317,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=32, validation_split=
                 if not isinstance(value, Tensor) or value.size != 1:
                     raise TypeError(f"fit: the loss must return a scalar Tensor, got "
                                     f"{getattr(value, 'shape', type(value).__name__)}")
-                for r in (model.regularization_losses() if hasattr(model, "regularization_losses") else ()):
+                for r in _penalties(model):
                     value = value + r                   # Keras: the layers' losses join the loss
                 loss_value = float(value.item())
                 if terminate_on_nan and not math.isfinite(loss_value):

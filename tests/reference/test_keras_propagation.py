@@ -15,7 +15,7 @@ import tinyattn as ta  # noqa: E402
 from tinyattn import nn  # noqa: E402
 from tinyattn.attention import Attention, AdditiveAttention, MultiHeadAttention  # noqa: E402
 from tinyattn.nn import get_keras_mask  # noqa: E402
-from tinyattn.train import fit  # noqa: E402
+from tinyattn.train import evaluate, fit  # noqa: E402
 from tinyattn.optim import SGD  # noqa: E402
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -203,12 +203,17 @@ def test_fit_uses_the_prediction_mask_regularizers_and_constraints_as_keras():
     np.testing.assert_allclose(oloss, kloss, rtol=1e-5)
     assert len(model.regularization_losses()) == len(kmodel.losses) == 4
     kmodel.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
-    kh = kmodel.fit(IDS, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    yv = rng.standard_normal(y.shape).astype(np.float32)
+    kh = kmodel.fit(IDS, y, batch_size=2, epochs=2, shuffle=False, verbose=0, validation_data=(IDS, yv))
     oh = fit(model, "mse", SGD(model.parameters(), lr=0.5), IDS, y, batch_size=2, epochs=2, shuffle=False,
-             verbose=0)
+             verbose=0, validation_data=(IDS, yv))
     for a, b in zip(model.get_weights(), kmodel.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(oh["loss"], kh.history["loss"], rtol=1e-4)
+    # val_loss and evaluate include the penalties too (Keras's compute_loss in test_step)
+    np.testing.assert_allclose(oh["val_loss"], kh.history["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(evaluate(model, "mse", IDS, yv, batch_size=2),
+                               kmodel.evaluate(IDS, yv, batch_size=2, verbose=0), rtol=1e-4)
     assert np.all(np.linalg.norm(model.get_weights()[-2], axis=0) <= 0.3 + 1e-6)
 
 
