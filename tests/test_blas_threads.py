@@ -10,6 +10,7 @@ import ast
 import ctypes
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -276,3 +277,15 @@ def test_the_pool_never_calls_blas():
         problems += [f"{path.relative_to(ROOT)}: {p}" for p in found]
     assert not problems, "a function run on the pool calls BLAS:\n" + "\n".join(problems)
     assert total >= 10, f"only {total} parallel.rows calls found: is the checker still reading them?"
+
+
+def test_blas_threads_benchmark_runs(controllable):
+    """benchmarks/blas_threads.py --quick prints a row for every (pool, BLAS) setting."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "blas_threads.py"), "--quick", "--rounds", "1",
+                        "--reps", "1", "--only", "mha_warm"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| mha_warm")]
+    pool, blas = map(int, re.search(r"# defaults: pool (\d+), BLAS (\d+)", r.stdout).groups())
+    assert len(rows) == len({1, pool, blas}) ** 2, r.stdout
+    assert "load average" in r.stdout and controllable["vendor"] in r.stdout.lower()
+    assert all(re.search(r"\d+\.\d+ – \d+\.\d+ – \d+\.\d+ \|$", row) for row in rows), rows
