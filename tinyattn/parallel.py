@@ -26,8 +26,7 @@ Rules that keep it exact and cheap:
   passes, and :func:`rows` returns only when every chunk is done, so the pool's threads and BLAS's
   threads take turns on the cores instead of competing.
   tests/test_blas_threads.py reads every ``parallel.rows`` call in the library and fails when the
-  function it hands over calls BLAS. (OpenBLAS's threads busy-wait for a while after each GEMM
-  before they sleep; ``OPENBLAS_THREAD_TIMEOUT``, read when NumPy loads, shortens that.)
+  function it hands over calls BLAS.
 * **Serial switch.** ``set_num_threads(1)`` makes every call run ``fn`` on the whole arrays in the
   calling thread, exactly the serial code path, and sets BLAS to one thread: fully serial. CuPy
   arrays (and anything that is not a NumPy array) always take the serial path: the GPU already runs
@@ -40,7 +39,7 @@ The default size is the number of cores this process may run on (``os.sched_geta
 
 BLAS threads
 ------------
-The GEMMs (``matmul``, ``einsum``) run on the BLAS NumPy loaded (the OpenBLAS bundled in NumPy's
+The GEMMs (``matmul`` / ``@``, ``tensordot``) run on the BLAS NumPy loaded (the OpenBLAS bundled in NumPy's
 wheels, MKL in some distributions), which has a thread pool of its own. :func:`blas_info` says which
 library it is (found among the loaded shared libraries, then driven through ``ctypes``: NumPy is the
 only dependency, no threadpoolctl), :func:`get_blas_threads` / :func:`set_blas_threads` /
@@ -53,6 +52,13 @@ intra-op threads including its BLAS: it sets the pool to ``n`` threads AND BLAS 
 (``blas=False`` leaves BLAS alone). So ``set_num_threads(1)`` is fully serial. At import BLAS keeps
 its own default (all cores, or ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS``) unless
 ``TINYATTN_NUM_THREADS`` is set, which then sizes both, as a ``set_num_threads`` call would.
+
+On a machine busier than its cores, a GEMM split over BLAS threads waits for its slowest thread
+(and OpenBLAS's threads busy-wait between GEMMs): on a shared 2-core VM at load average ~4, an MHA
+training step took 3–5× longer with BLAS on 2 threads than on 1 (the pool on 2 threads either way),
+while at load ~2.5 the two were level within noise. The default stays BLAS's own; where the cores
+are shared, ``set_blas_threads(1)`` keeps the pool's threads and drops BLAS's.
+``benchmarks/blas_threads.py`` measures every pool × BLAS split where you run.
 """
 import contextlib
 import ctypes
