@@ -24,7 +24,9 @@ How it measures
   through tinyattn.parallel.blas_info(), no threadpoolctl needed; its kernel set, e.g. core SkylakeX),
   NumPy's runtime SIMD dispatch (as numpy.show_runtime() prints it), the pool and BLAS thread counts
   of each thread setting, and the host variables that force a BLAS core type or thread count
-  (OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS, ...).
+  (OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS, ...). E.g. ``OPENBLAS_NUM_THREADS=1 python
+  benchmarks/run_all.py --threads all``: tinyattn's pool on every core, NumPy's OpenBLAS on one
+  (PyTorch's MKL is not OpenBLAS: unaffected); benchmarks/blas_threads.py compares those splits.
 
 Workloads (float32, forward + backward unless said):
   tiny_ops     500 × {y = y·a; y = y + b} on (4, 4) leaves, sum, backward: µs per op (1001 ops)
