@@ -695,8 +695,9 @@ def print_table(rows, infos, load0, args):
                f"BLAS {ta_info.get('blas_lib', '?')}; SIMD {ta_info.get('numpy_simd')}")
     if ta_info.get("blas_config"):
         out.append(f"# NumPy's BLAS config: {ta_info['blas_config']}")
-    if ta_info.get("threadpools"):
-        out.append(f"# threadpoolctl: {'; '.join(ta_info['threadpools'])}")
+    out.append("# threadpoolctl: " + ("; ".join(ta_info["threadpools"]) if ta_info.get("threadpools") else
+                                       "not installed (numpy.show_runtime() only warns; the BLAS line above is "
+                                       "tinyattn.parallel.blas_info())"))
     out.append(f"# torch: CPU capability {t_info.get('torch_cpu_capability')}, BLAS {t_info.get('torch_blas')}")
     for threads, inf in infos.items():
         ta_i, t_i = inf.get("tinyattn", {}), inf.get("torch", {})
