@@ -17,8 +17,16 @@ How it measures
   descheduled on a busy machine) is printed next to it.
 * "cold" workloads (MHA's first 10 steps, attention at long T with its peak memory, the demo end to
   end) start a fresh process per round and library.
-* Threads: "1" sets OPENBLAS/OMP/MKL_NUM_THREADS=1, TINYATTN_NUM_THREADS=1 and torch.set_num_threads(1);
-  "all" leaves every library at its default (all cores this process may use).
+* Threads: "1" sets OPENBLAS/OMP/MKL_NUM_THREADS=1, TINYATTN_NUM_THREADS=1, tinyattn.set_num_threads(1)
+  (its pool and NumPy's BLAS) and torch.set_num_threads(1); "all" leaves every library at its default
+  (all cores this process may use).
+* The header says what ran: the load average, the BLAS each library uses (NumPy's found and read
+  through tinyattn.parallel.blas_info(), no threadpoolctl needed; its kernel set, e.g. core SkylakeX),
+  NumPy's runtime SIMD dispatch (as numpy.show_runtime() prints it), the pool and BLAS thread counts
+  of each thread setting, and the host variables that force a BLAS core type or thread count
+  (OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS, ...). E.g. ``OPENBLAS_NUM_THREADS=1 python
+  benchmarks/run_all.py --threads all``: tinyattn's pool on every core, NumPy's OpenBLAS on one
+  (PyTorch's MKL is not OpenBLAS: unaffected); benchmarks/blas_threads.py compares those splits.
 
 Workloads (float32, forward + backward unless said):
   tiny_ops     500 × {y = y·a; y = y + b} on (4, 4) leaves, sum, backward: µs per op (1001 ops)
@@ -411,19 +419,60 @@ def _set_thread_env(threads):
 
 
 def _apply_threads(lib, threads):
+    if threads != 1:
+        return
     if lib == "torch":
         import torch
-        if threads == 1:
-            torch.set_num_threads(1)
-            torch.set_num_interop_threads(1)
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    else:
+        _ta().set_num_threads(1)                 # the pool and NumPy's BLAS (TINYATTN_NUM_THREADS did too)
 
 
 def _clocks():
     return time.perf_counter(), time.process_time()
 
 
+# Host variables that change which kernels or how many threads a library uses: reported in the header.
+HOST_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_VERBOSE",
+             "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
+             "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "MKL_CBWR", "MKL_THREADING_LAYER",
+             "BLIS_NUM_THREADS", "KMP_AFFINITY", "NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES",
+             "ATEN_CPU_CAPABILITY", "TINYATTN_NUM_THREADS")
+
+
+def _numpy_runtime(np):
+    """NumPy's runtime CPU dispatch (what numpy.show_runtime() prints as simd_extensions): baseline and
+    the dispatched extensions this CPU has, e.g. 'baseline X86_V2; found X86_V3,X86_V4,AVX512_ICL'."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+    except ImportError:                          # an older NumPy
+        try:
+            from numpy.core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+        except ImportError:
+            return "?"
+    found = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
+    return f"baseline {','.join(__cpu_baseline__) or '-'}; found {','.join(found) or '-'}"
+
+
+def _torch_blas(torch):
+    """PyTorch's BLAS and its thread count, from torch.__config__.parallel_info(): ('MKL 2024.2', '2')."""
+    try:
+        text = torch.__config__.parallel_info()
+    except Exception as e:  # noqa: BLE001
+        return f"? ({e})", "?"
+    name, threads = "?", "?"
+    for line in text.splitlines():
+        line = line.strip()
+        if "Math Kernel Library Version" in line:
+            name = "MKL " + line.split("Version", 1)[1].split()[0].split("-")[0]
+        elif line.startswith(("mkl_get_max_threads()", "openblas_get_num_threads()")):
+            threads = line.split(":")[-1].strip()
+    return name, threads
+
+
 def _info(lib):
-    """What this worker runs on: versions, BLAS, threads."""
+    """What this worker runs on: versions, BLAS (library, kernel set, threads), threads."""
     d = {"python": platform.python_version()}
     np = _np()
     d["numpy"] = np.__version__
@@ -431,25 +480,30 @@ def _info(lib):
         cfg = np.show_config(mode="dicts")
         blas = cfg.get("Build Dependencies", {}).get("blas", {})
         d["numpy_blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-        simd = cfg.get("SIMD Extensions", {})
-        d["numpy_simd"] = ",".join(simd.get("found", []) or [])
     except Exception as e:  # noqa: BLE001  (an older NumPy)
         d["numpy_blas"] = f"? ({e})"
+    d["numpy_simd"] = _numpy_runtime(np)
     try:
-        import threadpoolctl
+        import threadpoolctl                     # (optional: numpy.show_runtime() uses it when present)
         d["threadpools"] = [f"{p['internal_api']} {p.get('version')} {p.get('threading_layer', '')} "
                             f"{p.get('architecture', '')} threads={p['num_threads']}"
                             for p in threadpoolctl.threadpool_info()]
     except ImportError:
-        d["threadpools"] = ["threadpoolctl not installed"]
+        d["threadpools"] = None
     if lib == "tinyattn":
         ta = _ta()
         d["tinyattn_threads"] = ta.get_num_threads()
+        info = ta.parallel.blas_info()           # NumPy's BLAS found and read through ctypes
+        d["blas_lib"] = (f"{info['vendor']} {info['version']} ({info['threading']}, core {info['core']}; "
+                         f"{os.path.basename(info['path'])})" if info["controllable"] else info["summary"])
+        d["blas_config"] = info["config"]
+        d["blas_threads"] = info["threads"]
     else:
         import torch
         d["torch"] = torch.__version__
         d["torch_threads"] = torch.get_num_threads()
         d["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        d["torch_blas"], d["torch_blas_threads"] = _torch_blas(torch)
     return d
 
 
@@ -628,21 +682,30 @@ def run_config(threads, names, rounds, quick, S, rows):
 
 
 def print_table(rows, infos, load0, args):
+    """The table; ``infos`` maps each thread setting (1, 0 = all) to its workers' _info dicts."""
     out = []
-    ta_info, t_info = infos.get("tinyattn", {}), infos.get("torch", {})
+    first = next(iter(infos.values()), {})
+    ta_info, t_info = first.get("tinyattn", {}), first.get("torch", {})
     out.append(f"# tinyattn vs PyTorch {t_info.get('torch', '?')} (CPU) — run_all.py"
                f"{' --quick' if args.quick else ''}, {args.rounds} rounds interleaved, "
                f"{time.strftime('%Y-%m-%d %H:%M')}")
     out.append(f"# host: {platform.machine()}, {os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}; "
-               f"Python {ta_info.get('python')}; load average {load0} at start, {_loadavg()} at end")
-    out.append(f"# NumPy {ta_info.get('numpy')}: BLAS {ta_info.get('numpy_blas')}, SIMD {ta_info.get('numpy_simd')}; "
-               f"threadpools: {'; '.join(ta_info.get('threadpools', []))}")
-    out.append(f"# torch CPU capability {t_info.get('torch_cpu_capability')}, threads (all) "
-               f"{t_info.get('torch_threads')}; tinyattn pool threads (all) {ta_info.get('tinyattn_threads')}")
-    hv = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                     "MKL_NUM_THREADS", "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES",
-                                     "TINYATTN_NUM_THREADS") if k in os.environ}
-    out.append(f"# host variables: {hv or 'none set'}")
+               f"Python {ta_info.get('python')}; load average (1/5/15 min) {load0} at start, {_loadavg()} at end")
+    out.append(f"# NumPy {ta_info.get('numpy')} (built with {ta_info.get('numpy_blas')}): "
+               f"BLAS {ta_info.get('blas_lib', '?')}; SIMD {ta_info.get('numpy_simd')}")
+    if ta_info.get("blas_config"):
+        out.append(f"# NumPy's BLAS config: {ta_info['blas_config']}")
+    out.append("# threadpoolctl: " + ("; ".join(ta_info["threadpools"]) if ta_info.get("threadpools") else
+                                       "not installed (numpy.show_runtime() only warns; the BLAS line above is "
+                                       "tinyattn.parallel.blas_info())"))
+    out.append(f"# torch: CPU capability {t_info.get('torch_cpu_capability')}, BLAS {t_info.get('torch_blas')}")
+    for threads, inf in infos.items():
+        ta_i, t_i = inf.get("tinyattn", {}), inf.get("torch", {})
+        out.append(f"# threads={'1' if threads == 1 else 'all'}: tinyattn pool {ta_i.get('tinyattn_threads')}, "
+                   f"NumPy's BLAS {ta_i.get('blas_threads', '?')}; torch intra-op {t_i.get('torch_threads')}, "
+                   f"its BLAS {t_i.get('torch_blas_threads')}")
+    hv = {k: os.environ[k] for k in HOST_VARS if k in os.environ}
+    out.append(f"# host variables: {hv or 'none set'} (the threads=1 rows add *_NUM_THREADS=1 to their workers)")
     out.append("# ratio = tinyattn / PyTorch per round (< 1: tinyattn faster); min – median – max; "
                "times are medians (wall); cpu = process-time ratio, median")
     out.append("")
@@ -698,7 +761,7 @@ def main(argv=None):
     rows, infos = {}, {}
     configs = {"1": [1], "all": [0], "both": [1, 0]}[args.threads]
     for threads in configs:
-        infos = run_config(threads, names, args.rounds, args.quick, S, rows) or infos
+        infos[threads] = run_config(threads, names, args.rounds, args.quick, S, rows)
     print(print_table(rows, infos, load0, args))
     return 0
 

@@ -26,6 +26,7 @@ def _check(only, names):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     assert "load average" in out and "NumPy" in out and "host variables" in out
+    assert re.search(r"# threads=1: tinyattn pool 1, NumPy's BLAS (1|None);", out), out   # None: not controllable
     for name in names:
         row = next((line for line in out.splitlines() if line.startswith(f"| {name}")), None)
         assert row is not None, f"no row for {name}:\n{out}"

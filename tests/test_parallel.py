@@ -22,12 +22,14 @@ def _host_backend():
 @pytest.fixture
 def pool():
     """Parallel path forced on for small arrays: 3 threads (uneven chunks even on 2 cores), a low
-    threshold; the previous settings restored afterwards."""
+    threshold; the previous settings restored afterwards. Every switch here sizes the pool only
+    (``blas=False``): the GEMMs keep their BLAS thread count, so serial and parallel runs differ in
+    the pool alone (a GEMM on 1 vs n BLAS threads is not guaranteed bit-identical)."""
     n, m = ta.get_num_threads(), parallel.get_min_elements()
-    ta.set_num_threads(3)
+    ta.set_num_threads(3, blas=False)
     parallel.set_min_elements(64)
     yield
-    ta.set_num_threads(n)
+    ta.set_num_threads(n, blas=False)
     parallel.set_min_elements(m)
 
 
@@ -44,13 +46,13 @@ def _threads_used(fn, *arrays, tail=1):
 def test_api_validates_and_round_trips():
     n = ta.get_num_threads()
     try:
-        ta.set_num_threads(5)
+        ta.set_num_threads(5, blas=False)
         assert ta.get_num_threads() == 5 and parallel.get_num_threads() == 5
         for bad in (0, -1, 1.5, "2", True):
             with pytest.raises(ValueError, match="set_num_threads"):
                 ta.set_num_threads(bad)
     finally:
-        ta.set_num_threads(n)
+        ta.set_num_threads(n, blas=False)
     with pytest.raises(ValueError, match="set_min_elements"):
         parallel.set_min_elements(0)
 
@@ -70,7 +72,7 @@ def test_chunks_run_on_worker_threads_and_set_num_threads_1_is_serial(pool):
     x = np.random.default_rng(0).standard_normal((37, 11)).astype(np.float32)
     names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
     assert len(names) == 3 and any(n.startswith("tinyattn") for n in names)
-    ta.set_num_threads(1)
+    ta.set_num_threads(1, blas=False)
     names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
     assert names == [threading.current_thread().name]
 
@@ -99,9 +101,9 @@ def test_rows_bit_identical_softmax_like(pool, shape, tail):
         np.tanh(a, out=a)
     if tail == 0:
         ser = x.copy()
-        ta.set_num_threads(1)
+        ta.set_num_threads(1, blas=False)
         kern(ser)
-        ta.set_num_threads(3)
+        ta.set_num_threads(3, blas=False)
     else:
         ser = x.copy()
         kern(ser)
@@ -166,9 +168,9 @@ SHAPES = [(5, 13), (7, 13, 5), (3, 4, 9, 17), (2, 1000)]       # 65 elements: ju
 
 def _serial_and_parallel(run):
     """run() under set_num_threads(1) and under the forced pool; both results (lists of arrays)."""
-    ta.set_num_threads(1)
+    ta.set_num_threads(1, blas=False)
     ser = run()
-    ta.set_num_threads(3)
+    ta.set_num_threads(3, blas=False)
     par = run()
     return ser, par
 
@@ -345,7 +347,7 @@ def test_a_single_long_row_runs_serially(pool):
     """(1, n) softmaxed over n, or (1, 1, n): one row, nothing to split; the result is still right."""
     x = np.random.default_rng(11).standard_normal((1, 1, 500)).astype(np.float32)
     y = ta.softmax(ta.tensor(x), axis=-1).data
-    ta.set_num_threads(1)
+    ta.set_num_threads(1, blas=False)
     assert y.tobytes() == ta.softmax(ta.tensor(x), axis=-1).data.tobytes()
     names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
     assert names == [threading.current_thread().name]

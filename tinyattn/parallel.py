@@ -18,18 +18,50 @@ Rules that keep it exact and cheap:
   kernel (any split is allowed; chunk edges stay multiples of 16 elements).
 * **A size threshold.** Arrays with fewer than :func:`get_min_elements` elements (default 2¹⁶) run
   ``fn`` directly on the calling thread: tiny tensors pay one comparison, nothing else.
-* **No oversubscription.** The pool only ever runs the pure elementwise ``fn`` handed to it and
-  :func:`rows` returns only when every chunk is done, so BLAS (which keeps its own threads for the
-  GEMMs, called from the calling thread between passes) never overlaps with the pool.
+* **No oversubscription: the pool never calls BLAS.** ``fn`` must be pure elementwise NumPy
+  (ufuncs, reductions along the uncut axes, copies, a plain ``einsum``, which is NumPy's own loop):
+  never ``matmul`` / ``@`` / ``dot`` / ``tensordot`` / ``einsum(..., optimize=...)`` / ``linalg``.
+  Those run on BLAS, which keeps its own threads; called from a pool worker they would put n pool
+  threads × m BLAS threads on n cores. GEMMs are called only from the calling thread, between
+  passes, and :func:`rows` returns only when every chunk is done, so the pool's threads and BLAS's
+  threads take turns on the cores instead of competing.
+  tests/test_blas_threads.py reads every ``parallel.rows`` call in the library and fails when the
+  function it hands over calls BLAS.
 * **Serial switch.** ``set_num_threads(1)`` makes every call run ``fn`` on the whole arrays in the
-  calling thread, exactly the serial code path. CuPy arrays (and anything that is not a NumPy
-  array) always take the serial path: the GPU already runs the pass in parallel.
+  calling thread, exactly the serial code path, and sets BLAS to one thread: fully serial. CuPy
+  arrays (and anything that is not a NumPy array) always take the serial path: the GPU already runs
+  the pass in parallel.
 * NumPy's error state (``np.errstate``) of the caller is applied in the workers; an exception in
   any chunk is re-raised in the caller after all chunks finished.
 
 The default size is the number of cores this process may run on (``os.sched_getaffinity``), or
 ``TINYATTN_NUM_THREADS`` from the environment.
+
+BLAS threads
+------------
+The GEMMs (``matmul`` / ``@``, ``tensordot``) run on the BLAS NumPy loaded (the OpenBLAS bundled in NumPy's
+wheels, MKL in some distributions), which has a thread pool of its own. :func:`blas_info` says which
+library it is (found among the loaded shared libraries, then driven through ``ctypes``: NumPy is the
+only dependency, no threadpoolctl), :func:`get_blas_threads` / :func:`set_blas_threads` /
+:func:`blas_threads` read and change its thread count. Where the library is not found or has no
+thread control (Accelerate, an unknown BLAS) they answer ``None`` / ``controllable: False``, never
+raise. They govern the host BLAS only: GEMMs on GPU arrays run on cuBLAS, which has no thread count.
+
+``tinyattn.set_num_threads(n)`` is the one knob, as ``torch.set_num_threads(n)`` governs PyTorch's
+intra-op threads including its BLAS: it sets the pool to ``n`` threads AND BLAS to ``n`` threads
+(``blas=False`` leaves BLAS alone). So ``set_num_threads(1)`` is fully serial. At import BLAS keeps
+its own default (all cores, or ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS``) unless
+``TINYATTN_NUM_THREADS`` is set, which then sizes both, as a ``set_num_threads`` call would.
+
+On a machine busier than its cores, a GEMM split over BLAS threads waits for its slowest thread
+(and OpenBLAS's threads busy-wait between GEMMs): on a shared 2-core VM at load average ~4, an MHA
+training step took 3–5× longer with BLAS on 2 threads than on 1 (the pool on 2 threads either way),
+while at load ~2.5 the two were level within noise. The default stays BLAS's own; where the cores
+are shared, ``set_blas_threads(1)`` keeps the pool's threads and drops BLAS's.
+``benchmarks/blas_threads.py`` measures every pool × BLAS split where you run.
 """
+import contextlib
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +69,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["rows", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
-           "active"]
+           "active", "blas_info", "get_blas_threads", "set_blas_threads", "blas_threads"]
 
 
 def _cores():
@@ -62,13 +94,27 @@ _lock = threading.Lock()
 _local = threading.local()                  # .busy: this thread is inside a pool task
 
 
-def set_num_threads(n):
-    """Use ``n`` threads (the caller plus ``n − 1`` workers) for large elementwise passes; 1 runs
-    everything serially on the calling thread. BLAS's own threads are not changed."""
+def _check_count(fn, n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+        raise ValueError(f"{fn}: n must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def set_num_threads(n, *, blas=True):
+    """Use ``n`` threads for tinyattn's CPU work, as ``torch.set_num_threads``: large elementwise
+    passes run on the pool (the caller plus ``n − 1`` workers) and, with ``blas=True`` (the
+    default), NumPy's BLAS runs its GEMMs on ``n`` threads too (:func:`set_blas_threads`; nothing
+    happens to BLAS where it is not controllable, see :func:`blas_info`). ``set_num_threads(1)`` is
+    fully serial: every pass on the calling thread, every GEMM on one BLAS thread.
+
+    ``blas=False`` sizes the pool only (BLAS keeps its count: e.g. to compare the pool's serial and
+    parallel paths with the GEMMs unchanged). Call it between computations, not while another
+    thread runs NumPy work: the BLAS setting is process-wide."""
+    n = _check_count("set_num_threads", n)
     with _lock:
-        _state["n"] = int(n)
+        _state["n"] = n
+    if blas:
+        set_blas_threads(n)
 
 
 def get_num_threads():
@@ -235,3 +281,246 @@ def rows(fn, *arrays, tail=1):
         raise exc
     return None
 
+
+
+# ================================================================================================
+# BLAS threads: NumPy's own BLAS, found among the loaded libraries and driven through ctypes
+# ================================================================================================
+# Thread-control entry points per vendor (what threadpoolctl calls too, re-derived from the
+# libraries' C APIs). OpenBLAS exports them plain (``openblas_get_num_threads``) or, as NumPy's
+# wheels bundle it (scipy-openblas), with a ``scipy_`` prefix and a ``64_`` / ``_64`` suffix.
+_OPENBLAS_AFFIXES = [(pre, suf) for pre in ("scipy_", "") for suf in ("64_", "_64", "")]
+_BLAS_NAME_KEYS = ("openblas", "mkl", "blis", "flexiblas", "libblas", "libcblas", "accelerate")
+_MKL_LAYERS = {0: "intel", 1: "sequential", 2: "pgi", 3: "gnu", 4: "tbb", -1: "not set"}
+_blas = {"lib": None, "done": False}
+_blas_lock = threading.Lock()
+
+
+def _fn(lib, name, restype=None, argtypes=()):
+    """``lib.name`` as a ctypes function with the given signature, or None when not exported."""
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        return None
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+def _text(b):
+    return b.decode("utf-8", "replace").strip() if b else None
+
+
+def _numpy_dirs():
+    """Where a NumPy wheel keeps the libraries it bundles: numpy/ (.libs, .dylibs) and numpy.libs/."""
+    d = os.path.realpath(os.path.dirname(np.__file__))
+    return [d + os.sep, os.path.join(os.path.dirname(d), "numpy.libs") + os.sep]
+
+
+def _is_blas_name(path):
+    name = os.path.basename(path).lower()
+    return any(k in name for k in _BLAS_NAME_KEYS)
+
+
+def _loaded_blas_paths():
+    """BLAS-looking shared libraries loaded in this process, NumPy's own first.
+
+    Linux: the mapped files of /proc/self/maps. Elsewhere (no /proc): the libraries NumPy's wheel
+    bundles (numpy.libs/, numpy/.libs, numpy/.dylibs), which NumPy has loaded by now."""
+    paths = {}
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    paths.setdefault(parts[5].rstrip("\n"), None)
+    except OSError:
+        for d in _numpy_dirs():
+            for sub in ("", ".libs", ".dylibs"):
+                folder = os.path.join(d, sub)
+                try:
+                    paths.update((os.path.join(folder, n), None) for n in sorted(os.listdir(folder)))
+                except OSError:
+                    pass
+    found = [p for p in paths if _is_blas_name(p)]
+    ours = tuple(_numpy_dirs())
+    return [p for p in found if p.startswith(ours)] + [p for p in found if not p.startswith(ours)]
+
+
+def _open_loaded(path):
+    """ctypes handle of an ALREADY loaded library (RTLD_NOLOAD: never loads new code), or None."""
+    try:
+        return ctypes.CDLL(path, mode=ctypes.DEFAULT_MODE | getattr(os, "RTLD_NOLOAD", 0))
+    except OSError:
+        return None
+
+
+def _probe_blas(lib, path):
+    """The controls of the BLAS in ``lib`` (a ctypes handle), or None when it exports none we know.
+
+    Returns {"vendor", "path", "get" (→ int), "set" (int →), "info" (→ dict of version, config,
+    core, threading)}."""
+    for pre, suf in _OPENBLAS_AFFIXES:                                    # OpenBLAS
+        get = _fn(lib, f"{pre}openblas_get_num_threads{suf}", ctypes.c_int)
+        set_ = _fn(lib, f"{pre}openblas_set_num_threads{suf}", None, [ctypes.c_int])
+        if get is None or set_ is None:
+            continue
+        config = _fn(lib, f"{pre}openblas_get_config{suf}", ctypes.c_char_p)
+        core = _fn(lib, f"{pre}openblas_get_corename{suf}", ctypes.c_char_p)
+        par = _fn(lib, f"{pre}openblas_get_parallel{suf}", ctypes.c_int)
+
+        def info(config=config, core=core, par=par):
+            cfg = _text(config()) if config else None
+            version = cfg.split()[1] if cfg and cfg.startswith("OpenBLAS ") and len(cfg.split()) > 1 else None
+            threading_ = {0: "sequential", 1: "pthreads", 2: "openmp"}.get(par(), "?") if par else None
+            return {"version": version, "config": cfg, "core": _text(core()) if core else None,
+                    "threading": threading_, "symbols": f"{pre}openblas_*{suf}"}
+        return {"vendor": "openblas", "path": path, "get": get, "set": set_, "info": info}
+    get = _fn(lib, "MKL_Get_Max_Threads", ctypes.c_int)                  # Intel MKL (mkl_rt)
+    set_ = _fn(lib, "MKL_Set_Num_Threads", None, [ctypes.c_int])
+    if get is not None and set_ is not None:
+        version = _fn(lib, "MKL_Get_Version_String", None, [ctypes.c_char_p, ctypes.c_int])
+        layer = _fn(lib, "MKL_Set_Threading_Layer", ctypes.c_int, [ctypes.c_int])
+
+        def info(version=version, layer=layer):
+            v = None
+            if version:
+                buf = ctypes.create_string_buffer(256)
+                version(buf, len(buf))
+                v = _text(buf.value)
+            return {"version": v, "config": v, "core": None,        # (-1: read without changing)
+                    "threading": _MKL_LAYERS.get(layer(-1), "?") if layer else None, "symbols": "MKL_*"}
+        return {"vendor": "mkl", "path": path, "get": get, "set": set_, "info": info}
+    get = _fn(lib, "bli_thread_get_num_threads", ctypes.c_int64)         # BLIS (dim_t = int64)
+    set_ = _fn(lib, "bli_thread_set_num_threads", None, [ctypes.c_int64])
+    if get is not None and set_ is not None:
+        version = _fn(lib, "bli_info_get_version_str", ctypes.c_char_p)
+        arch_id = _fn(lib, "bli_arch_query_id", ctypes.c_int)
+        arch_name = _fn(lib, "bli_arch_string", ctypes.c_char_p, [ctypes.c_int])
+
+        def info(version=version, arch_id=arch_id, arch_name=arch_name):
+            v = _text(version()) if version else None
+            core = _text(arch_name(arch_id())) if arch_id and arch_name else None
+            return {"version": v, "config": v, "core": core, "threading": None, "symbols": "bli_*"}
+        return {"vendor": "blis", "path": path, "get": get, "set": set_, "info": info}
+    return None
+
+
+def _numpy_build_blas():
+    """The BLAS NumPy was built against, from its build configuration: 'scipy-openblas 0.3.31' etc."""
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:                       # noqa: BLE001  (an older NumPy, an odd build): unknown
+        return None
+
+
+def _find_blas():
+    """NumPy's BLAS controls (cached after the first look), or None."""
+    with _blas_lock:
+        if not _blas["done"]:
+            _blas["done"] = True
+            try:
+                for path in _loaded_blas_paths():
+                    lib = _open_loaded(path)
+                    found = _probe_blas(lib, path) if lib is not None else None
+                    if found is not None:
+                        _blas["lib"] = found
+                        break
+            except Exception:               # noqa: BLE001  never fail the caller: "not controllable"
+                _blas["lib"] = None
+        return _blas["lib"]
+
+
+def get_blas_threads():
+    """How many threads NumPy's BLAS uses for a GEMM, or None when its BLAS is not controllable
+    (not found, or a library without a thread-count API; see :func:`blas_info`)."""
+    b = _find_blas()
+    return int(b["get"]()) if b is not None else None
+
+
+def set_blas_threads(n):
+    """Make NumPy's BLAS use ``n`` threads for its GEMMs (process-wide; call it between
+    computations). Returns the count now in effect (the library may cap it), or None where the BLAS
+    is not controllable, in which case nothing changes. ``n`` must be a positive integer."""
+    n = _check_count("set_blas_threads", n)
+    b = _find_blas()
+    if b is None:
+        return None
+    with _blas_lock:
+        b["set"](n)
+        return int(b["get"]())
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """``with blas_threads(1): ...`` runs the block with NumPy's BLAS on ``n`` threads and restores
+    the previous count afterwards (also on an exception). Yields the count in effect, or None (and
+    changes nothing) where the BLAS is not controllable."""
+    n = _check_count("blas_threads", n)
+    prev = get_blas_threads()
+    try:
+        yield set_blas_threads(n)
+    finally:
+        if prev is not None:
+            set_blas_threads(prev)
+
+
+def blas_info():
+    """Which BLAS NumPy's GEMMs run on, and its threads: a dict
+
+    vendor: "openblas" / "mkl" / "blis", or "unknown"; path: the loaded library (None if not found);
+    version, config (OpenBLAS's build string: version, DYNAMIC_ARCH, MAX_THREADS...), core (the
+    kernel set in use, e.g. "SkylakeX"; OPENBLAS_CORETYPE forces one), threading ("pthreads",
+    "openmp", "sequential", or MKL's layer); threads (None when unknown); controllable (bool);
+    reason (why not, when not); numpy_build (the BLAS NumPy was built against); backend (the current
+    default backend: with "cupy", GEMMs of GPU arrays run on cuBLAS, which has no thread count:
+    these settings govern host arrays only); summary (one line, for benchmark headers).
+    Never raises."""
+    from . import backend                    # (same layer; imported here: parallel loads first)
+    b = _find_blas()
+    d = {"vendor": "unknown", "path": None, "version": None, "config": None, "core": None,
+         "threading": None, "threads": None, "controllable": False, "reason": None,
+         "numpy_build": _numpy_build_blas(), "backend": backend.get_backend()}
+    if b is None:
+        seen = []
+        try:
+            seen = _loaded_blas_paths()
+        except Exception:                    # noqa: BLE001
+            pass
+        d["path"] = seen[0] if seen else None
+        d["reason"] = ("no thread-count API found in " + ", ".join(os.path.basename(p) for p in seen)
+                       if seen else "no BLAS library of NumPy's found among the loaded libraries")
+        build = (d["numpy_build"] or "").lower()
+        d["vendor"] = next((k for k in ("openblas", "mkl", "blis", "accelerate", "flexiblas") if k in build),
+                           "unknown")
+    else:
+        d.update(vendor=b["vendor"], path=b["path"], controllable=True)
+        try:
+            d.update(b["info"]())
+            d["threads"] = get_blas_threads()
+        except Exception as e:               # noqa: BLE001
+            d["reason"] = f"reading its configuration failed: {e}"
+    where = os.path.basename(d["path"]) if d["path"] else "not found"
+    if d["controllable"]:
+        extra = ", ".join(x for x in (d["threading"], d["core"] and f"core {d['core']}") if x)
+        d["summary"] = (f"{d['vendor']} {d['version'] or '?'} ({extra}; {where}), "
+                        f"{d['threads']} thread{'s' if d['threads'] != 1 else ''}")
+    else:
+        d["summary"] = f"{d['vendor']} (not controllable: {d['reason']}; NumPy built with {d['numpy_build']})"
+    if d["backend"] == "cupy":
+        d["summary"] += "; default backend CuPy: GPU GEMMs run on cuBLAS (no thread count)"
+    return d
+
+
+def _apply_env_to_blas():
+    """TINYATTN_NUM_THREADS sizes BLAS too, as set_num_threads would; never fails the import."""
+    if os.environ.get("TINYATTN_NUM_THREADS"):
+        try:
+            set_blas_threads(_state["n"])
+        except Exception:                    # noqa: BLE001
+            pass
+
+
+_apply_env_to_blas()
