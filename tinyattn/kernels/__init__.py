@@ -85,12 +85,12 @@ Double backward: the recurrent kernels and ``AdditiveAttentionStep`` have array-
 The old import paths (``tinyattn.functions.rnn``, ``tinyattn.functions.attention``,
 ``tinyattn.seq2seq.fused``, ``tinyattn.nn.layers.LayerNormFn``) re-export these names.
 """
-from .rnn import (LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn, lstm_sequence, gru_sequence,
+from .rnn import (LSTMCellFn, LSTMSequenceFn, BiLSTMSequenceFn, GRUCellFn, GRUSequenceFn, lstm_sequence, gru_sequence,
                   release_buffers, buffer_pool_bytes, set_buffer_pool_limit)
 from .attention import ScaledDotProductAttention, AdditiveScore
 from .additive_step import AdditiveAttentionStep, additive_attention
 from .layernorm import LayerNormFn
 
-__all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
+__all__ = ["LSTMCellFn", "LSTMSequenceFn", "BiLSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
            "release_buffers", "buffer_pool_bytes", "set_buffer_pool_limit", "ScaledDotProductAttention",
            "AdditiveScore", "AdditiveAttentionStep", "additive_attention", "LayerNormFn"]
