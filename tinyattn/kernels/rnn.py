@@ -188,22 +188,30 @@ def _lstm_scale(xp, u, dtype):
     return s
 
 
-def _lstm_activate(xp, a, c, c_new, tc, h_new):
+def _gate_blocks(a, u, n, fm=False):
+    """The n gate blocks of width u of ``a``: column blocks of the last axis (…, n·u), or, with
+    ``fm`` (feature-major layout, (…, n·u, B)), row blocks of the second-to-last axis."""
+    if fm:
+        return [a[..., k * u:(k + 1) * u, :] for k in range(n)]
+    return [a[..., k * u:(k + 1) * u] for k in range(n)]
+
+
+def _lstm_activate(xp, a, c, c_new, tc, h_new, fm=False):
     """Finish one LSTM step in place, given ``a`` (B, 4u) = −s⊙z (−z on i, f, o and −2z on g).
 
     One exp serves all four gates: 1/(1 + eᵃ) is σ(z) on the i, f, o blocks and σ(2z) on the g
     block, and tanh(z) = 2σ(2z) − 1. (An exp costs about half a tanh in NumPy.) Then
         c' = f⊙c + i⊙g → ``c_new``,   tanh(c') → ``tc``,   h' = o⊙tanh(c') → ``h_new``   (B, u)
-    and ``a`` holds the activations [i f g o].
+    and ``a`` holds the activations [i f g o]. Any leading axes are batched alike; with ``fm`` every
+    array is feature-major: a (…, 4u, B), the states (…, u, B).
     """
-    u = c.shape[-1]
+    u = c.shape[-2] if fm else c.shape[-1]
     xp.exp(a, out=a)
     a += 1
     xp.reciprocal(a, out=a)
-    g = a[..., 2 * u:3 * u]
+    i, f, g, o = _gate_blocks(a, u, 4, fm)
     g *= 2
     g -= 1
-    i, f, o = a[..., :u], a[..., u:2 * u], a[..., 3 * u:]
     xp.multiply(f, c, out=c_new)
     xp.multiply(i, g, out=tc)                 # tc as scratch before it gets tanh(c')
     c_new += tc
@@ -211,20 +219,21 @@ def _lstm_activate(xp, a, c, c_new, tc, h_new):
     xp.multiply(o, tc, out=h_new)
 
 
-def _lstm_derivs(xp, A, D=None):
-    """Gate derivatives from the activations A (…, 4u): σ(1 − σ) on i, f, o and 1 − g² on g
-    (written into ``D`` when given)."""
-    u = A.shape[-1] // 4
+def _lstm_derivs(xp, A, D=None, fm=False):
+    """Gate derivatives from the activations A (…, 4u) (or (…, 4u, B) with ``fm``): σ(1 − σ) on
+    i, f, o and 1 − g² on g (written into ``D`` when given)."""
+    u = (A.shape[-2] if fm else A.shape[-1]) // 4
     D = xp.subtract(1, A, out=D)
     D *= A
-    Dg = D[..., 2 * u:3 * u]
-    xp.multiply(A[..., 2 * u:3 * u], A[..., 2 * u:3 * u], out=Dg)
+    Dg, Ag = _gate_blocks(D, u, 3, fm)[2], _gate_blocks(A, u, 3, fm)[2]
+    xp.multiply(Ag, Ag, out=Dg)
     xp.subtract(1, Dg, out=Dg)
     return D
 
 
-def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch):
-    """BPTT through one LSTM step, in place. Shapes: (B, u) and (B, 4u).
+def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch, fm=False):
+    """BPTT through one LSTM step, in place. Shapes: (B, u) and (B, 4u) (any leading axes; with
+    ``fm`` feature-major, (u, B) and (4u, B)).
 
     gh, gc: gradients w.r.t. h' and c'; a: activations [i f g o]; c: the previous cell state;
     tc = tanh(c'); do = o⊙(1 − tanh²c'); dz: on entry the gate derivatives, on exit the gradient
@@ -233,14 +242,15 @@ def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch):
         gz = [gc⊙g,  gc⊙c,  gc⊙i,  gh⊙tanh c'] ⊙ [σ'(i), σ'(f), tanh'(g), σ'(o)]
         gc ← gc⊙f          (g h_prev = gz·Rᵀ, g xk = gz, gR = h_prevᵀ·gz are left to the caller)
     """
-    u = gh.shape[-1]
-    i, f, g = a[..., :u], a[..., u:2 * u], a[..., 2 * u:3 * u]
-    xp.multiply(gh, do, out=scratch[..., :u])
-    gc += scratch[..., :u]
-    xp.multiply(gc, g, out=scratch[..., :u])
-    xp.multiply(gc, c, out=scratch[..., u:2 * u])
-    xp.multiply(gc, i, out=scratch[..., 2 * u:3 * u])
-    xp.multiply(gh, tc, out=scratch[..., 3 * u:])
+    u = gh.shape[-2] if fm else gh.shape[-1]
+    i, f, g, _ = _gate_blocks(a, u, 4, fm)
+    s_i, s_f, s_g, s_o = _gate_blocks(scratch, u, 4, fm)
+    xp.multiply(gh, do, out=s_i)
+    gc += s_i
+    xp.multiply(gc, g, out=s_i)
+    xp.multiply(gc, c, out=s_f)
+    xp.multiply(gc, i, out=s_g)
+    xp.multiply(gh, tc, out=s_o)
     dz *= scratch
     gc *= f
 
@@ -388,28 +398,33 @@ class LSTMSequenceFn(Function):
 
 class BiLSTMSequenceFn(Function):
     """The two directions of a bidirectional LSTM (two LSTM layers over the same sequence, one of them
-    reading it backwards in time) in ONE time loop: the states of both directions are stacked on a
-    leading axis of size 2, so each step is one batched (2, B, u)·(2, u, 4u) matmul and ONE pass of
-    every elementwise operation for both directions (:func:`_lstm_activate`, :func:`_lstm_backprop`
-    work on (2, B, ·) arrays as they do on (B, ·)).
+    reading it backwards in time) in ONE time loop, feature-major.
 
-    Why: at small sizes a step is dominated by the fixed cost of each NumPy call (a few µs), not by
-    arithmetic; running the directions one after the other pays that cost twice per step. Measured
-    on 1 thread (x (32, 50, 32), LSTM(64) per direction, float32, forward + backward with gradients
-    for x and every weight): see the module docstring of ``tinyattn.nn.recurrent.Bidirectional`` for
-    the numbers, repeated here:  two separate LSTMSequenceFn  ≈ 14 ms,  this kernel  ≈ FILL ms.
+    Two things make a small LSTM step slow in NumPy: the fixed price of each call (paid twice when
+    the directions run one after the other) and, in the usual (B, 4u) layout, gate blocks that are
+    column slices: every elementwise pass over a gate walks B short rows, paying a per-row cost. Here
+    both directions are stacked and every array is feature-major: per step, direction k's gates are
+    z[k] (4u, B) = Rₖᵀ·hₜ₋₁[k] + xkₖ[t] with h (u, B), so each gate block is one contiguous (u, B)
+    slab and a step is one batched (2, 4u, u)·(2, u, B) matmul plus ONE pass of each elementwise
+    operation over two contiguous slabs. FILL_MEASURED
 
     Inputs (time-major): x (T, B, d); h0f, c0f, h0b, c0b (B, u); Kf, Kb (d, 4u); Rf, Rb (u, 4u);
     optionally bf, bb (4u,) ("f": the first layer, "b": the second). ``reverse`` = (r_f, r_b): whether
-    each direction reads x reversed in time (Bidirectional: (False, True)); ``mask`` (T, B) in the
-    input's own time order (the reversed direction reads it reversed too).
-    Per direction k, with xₖ = x or x reversed in time, exactly :class:`LSTMSequenceFn`:
-        Aₖ = xₖ·Kₖ + bₖ (both directions in one batched matmul), then for t = 0 … T−1
-        z[k] = Aₖ[t] + hₜ₋₁[k]·Rₖ,  (h', c') = LSTM gates,  masks and ``zero_output_for_mask`` as there.
-    Outputs: out_f (T, B, u), h_f (B, u), c_f (B, u), out_b, h_b, c_b — what :class:`LSTMSequenceFn`
+    each direction reads x reversed in time (Bidirectional: (False, True)); ``mask`` (T, B) is in
+    x's time order (a reversed direction reads it reversed too).
+    Per direction k, with xₖ = x (or x reversed in time), exactly :class:`LSTMSequenceFn`, transposed:
+        xkₖ[t] = Kₖᵀ·xₖ[t]ᵀ + bₖ  (4u, B), for all t before the loop (a batched matmul per direction)
+        for t = 0 … T−1:  z[k] = xkₖ[t] + Rₖᵀ·hₜ₋₁[k]  (one batched matmul for k = 0, 1),
+                          (h', c') = LSTM gates (:func:`_lstm_activate`),
+                          masks and ``zero_output_for_mask`` as in :class:`LSTMSequenceFn`
+    Outputs: out_f (T, B, u), h_f (B, u), c_f (B, u), out_b, h_b, c_b: what :class:`LSTMSequenceFn`
     returns for each direction run on its own (a reversed direction's out is in its own step order,
-    i.e. reversed time). Backward (BPTT for both directions in one loop, array-only), then batched:
-        gxₖ = gzₖ·Kₖᵀ (added back in x's time order),  gKₖ = xₖᵀ·gzₖ,  gRₖ = Σₜ hₜ₋₁[k]ᵀ gzₖ[t],  gbₖ = Σ gzₖ.
+    i.e. reversed time); they are transposed views of the feature-major states.
+    Backward: BPTT of both directions in one loop (g hₜ₋₁[k] = Rₖ·gz[k], one batched matmul per
+    step; array-only, no double backward), then per direction over all T·B columns at once
+    (gz laid out as (4u, T·B)):
+        gxₖ = gzₖᵀ·Kₖᵀ (added back in x's time order),  gKₖ = xₖᵀ·gzₖᵀ,  gRₖ = Σₜ hₜ₋₁[k]·gzₖ[t]ᵀ,
+        gbₖ = Σ gzₖ.
     """
 
     def __init__(self, mask=None, zero_output_for_mask=False, reverse=(False, True)):
@@ -423,114 +438,122 @@ class BiLSTMSequenceFn(Function):
         want = dict(h0f=(B, u), c0f=(B, u), h0b=(B, u), c0b=(B, u), Kf=(d, 4 * u), Rf=(u, 4 * u),
                     Kb=(d, 4 * u), Rb=(u, 4 * u))
         got = dict(h0f=h0f, c0f=c0f, h0b=h0b, c0b=c0b, Kf=Kf, Rf=Rf, Kb=Kb, Rb=Rb)
-        if b:
+        if len(b) == 2:
             want.update(bf=(4 * u,), bb=(4 * u,))
             got.update(bf=b[0], bb=b[1])
         bad = {k: tuple(v.shape) for k, v in got.items() if tuple(v.shape) != want[k]}
         if bad or len(b) not in (0, 2):
             raise ValueError(f"bidirectional lstm: with x (T, B, d) = {tuple(x.shape)} and u = {u} expected "
-                             f"{want}; got {bad or f'{len(b)} bias(es) (need 0 or 2)'}")
+                             f"{want}; got {bad or f'{len(b)} biases (pass both or none)'}")
         mask = _check_mask(self.mask, T, B, "bidirectional lstm")
         dt = x.dtype
         ns = _lstm_scale(xp, u, dt)
         ws = _workspace
-        X = ws.empty(xp, (2, T, B, d), dt)             # each direction's input, in its own step order
-        for k, r in enumerate(self.reverse):
-            X[k] = x[::-1] if r else x
-        self.X2 = X.reshape(2, T * B, d)
-        A = ws.empty(xp, (2, T, B, 4 * u), dt)         # −s⊙(x·K + b) per direction, becomes the activations
-        xp.matmul(self.X2, xp.stack([Kf, Kb]) * ns, out=A.reshape(2, T * B, 4 * u))
+        # Every big array comes from the buffer pool: fresh pages would cost a page fault per 4 KiB.
+        xT = ws.empty(xp, (T, d, B), dt)
+        xT[...] = x.transpose(0, 2, 1)
+        A = ws.empty(xp, (T, 2, 4 * u, B), dt)         # −s⊙z per step and direction; becomes the activations
+        for k, (K, r) in enumerate(zip((Kf, Kb), self.reverse)):
+            xp.matmul((K * ns).T, xT[::-1] if r else xT, out=A[:, k])
         if b:
-            A += (xp.stack(b) * ns)[:, None, None, :]
-        Rn = xp.stack([Rf, Rb]) * ns                   # (2, u, 4u)
-        H = ws.empty(xp, (2, T + 1, B, u), dt)         # H[k, t+1] = direction k's h after its step t
-        C = ws.empty(xp, (2, T + 1, B, u), dt)
-        TC = ws.empty(xp, (2, T, B, u), dt)
-        Z = xp.empty((2, B, 4 * u), dtype=dt)
-        H[0, 0], H[1, 0], C[0, 0], C[1, 0] = h0f, h0b, c0f, c0b
+            A += (xp.stack(b) * ns)[:, :, None]
+        RnT = xp.ascontiguousarray((xp.stack([Rf, Rb]) * ns).transpose(0, 2, 1))   # (2, 4u, u)
+        H = ws.empty(xp, (T + 1, 2, u, B), dt)         # H[t+1, k] = direction k's hᵀ after its step t
+        C = ws.empty(xp, (T + 1, 2, u, B), dt)
+        TC = ws.empty(xp, (T, 2, u, B), dt)
+        Z = xp.empty((2, 4 * u, B), dtype=dt)
+        H[0, 0], H[0, 1], C[0, 0], C[0, 1] = h0f.T, h0b.T, c0f.T, c0b.T
         M = None
-        if mask is not None:                           # (2, T, B): each direction's mask in its step order
-            M = xp.stack([mask[::-1] if r else mask for r in self.reverse])
-            out = xp.zeros((2, T, B, u), dtype=dt)
+        if mask is not None:                           # (T, 2, B): each direction's mask in its step order
+            M = xp.stack([mask[::-1] if r else mask for r in self.reverse], axis=1)
+            out = xp.zeros((T, 2, u, B), dtype=dt)
         else:
-            out = H[:, 1:]
+            out = H[1:]
         with _quiet():
             for t in range(T):
-                xp.matmul(H[:, t], Rn, out=Z)
-                a = A[:, t]
+                xp.matmul(RnT, H[t], out=Z)
+                a = A[t]
                 a += Z
-                _lstm_activate(xp, a, C[:, t], C[:, t + 1], TC[:, t], H[:, t + 1])
+                _lstm_activate(xp, a, C[t], C[t + 1], TC[t], H[t + 1], fm=True)
                 if M is not None:
-                    keep = M[:, t, :, None]            # (2, B, 1): True = a real step
-                    out[:, t] = xp.where(keep, H[:, t + 1], out[:, t - 1] if t and not self.zero_output else 0)
-                    xp.copyto(H[:, t + 1], H[:, t], where=~keep)
-                    xp.copyto(C[:, t + 1], C[:, t], where=~keep)
+                    keep = M[t][:, None, :]            # (2, 1, B): True = a real step
+                    out[t] = xp.where(keep, H[t + 1], out[t - 1] if t and not self.zero_output else 0)
+                    xp.copyto(H[t + 1], H[t], where=~keep)
+                    xp.copyto(C[t + 1], C[t], where=~keep)
         self.saved, self.M = (A, H, C, TC), M
-        return out[0], H[0, T], C[0, T], out[1], H[1, T], C[1, T]
+        return (out[:, 0].transpose(0, 2, 1), H[T, 0].T, C[T, 0].T,
+                out[:, 1].transpose(0, 2, 1), H[T, 1].T, C[T, 1].T)
 
     def backward(self, gout_f, ghf, gcf, gout_b, ghb, gcb):
         _array_only(self)
         x, h0f, c0f, h0b, c0b, Kf, Rf, Kb, Rb, *b = self.inputs
         xp = backend.get_array_module(x)
         A, H, C, TC = self.saved
-        _, T, B, u = TC.shape
+        T, _, u, B = TC.shape
+        d = x.shape[-1]
         dt = x.dtype
         ws = _workspace
 
-        def stacked(shape, pair):                      # (2, …) from two gradients, None = zeros
-            if pair[0] is None and pair[1] is None:
+        def stacked(shape, gf, gb):                    # both directions' gradients, feature-major; None = 0
+            if gf is None and gb is None:
                 return None
             s = ws.empty(xp, shape, dt)
-            for k, g in enumerate(pair):
-                if g is None:
-                    s[k] = 0
-                else:
-                    s[k] = g
+            for k, g in enumerate((gf, gb)):
+                s[..., k, :, :] = 0 if g is None else xp.swapaxes(g, -1, -2)
             return s
 
-        gh = stacked((2, B, u), (ghf, ghb))
-        gh = xp.zeros((2, B, u), dtype=dt) if gh is None else gh
-        gc = stacked((2, B, u), (gcf, gcb))
-        gc = xp.zeros((2, B, u), dtype=dt) if gc is None else gc
-        gout = stacked((2, T, B, u), (gout_f, gout_b))
-        GZ = _lstm_derivs(xp, A, ws.empty(xp, A.shape, A.dtype))  # becomes gz step by step
-        DO = xp.multiply(TC, TC, out=ws.empty(xp, TC.shape, TC.dtype))  # o⊙(1 − tanh²c')
+        gh = stacked((2, u, B), ghf, ghb)
+        gh = xp.zeros((2, u, B), dtype=dt) if gh is None else gh
+        gc = stacked((2, u, B), gcf, gcb)
+        gc = xp.zeros((2, u, B), dtype=dt) if gc is None else gc
+        gout = stacked((T, 2, u, B), gout_f, gout_b)
+        GZ = _lstm_derivs(xp, A, ws.empty(xp, A.shape, dt), fm=True)  # becomes gz step by step
+        DO = xp.multiply(TC, TC, out=ws.empty(xp, TC.shape, dt))  # o⊙(1 − tanh²c')
         xp.subtract(1, DO, out=DO)
-        DO *= A[..., 3 * u:]
-        RT = xp.ascontiguousarray(xp.stack([Rf, Rb]).transpose(0, 2, 1))   # (2, 4u, u)
-        scratch = xp.empty((2, B, 4 * u), dtype=dt)
+        DO *= A[:, :, 3 * u:]
+        R2 = xp.stack([Rf, Rb])                        # (2, u, 4u): g hₜ₋₁ = R·gz
+        scratch = xp.empty((2, 4 * u, B), dtype=dt)
         M = self.M
         if M is not None:
-            mf = M.astype(dt)[..., None]                # (2, T, B, 1) as 1.0 / 0.0
-            gacc = xp.zeros((2, B, u), dtype=dt)
+            mf = M.astype(dt)[:, :, None, :]            # (T, 2, 1, B) as 1.0 / 0.0
+            gacc = xp.zeros((2, u, B), dtype=dt)
         for t in range(T - 1, -1, -1):
             if M is None:
                 if gout is not None:
-                    gh += gout[:, t]
-                _lstm_backprop(xp, gh, gc, A[:, t], C[:, t], TC[:, t], DO[:, t], GZ[:, t], scratch)
-                xp.matmul(GZ[:, t], RT, out=gh)
+                    gh += gout[t]
+                _lstm_backprop(xp, gh, gc, A[t], C[t], TC[t], DO[t], GZ[t], scratch, fm=True)
+                xp.matmul(R2, GZ[t], out=gh)
             else:
-                m = mf[:, t]
+                m = mf[t]
                 if gout is not None:
-                    gacc += gout[:, t]
+                    gacc += gout[t]
                 gh_new, gc_new = m * (gh + gacc), m * gc
-                _lstm_backprop(xp, gh_new, gc_new, A[:, t], C[:, t], TC[:, t], DO[:, t], GZ[:, t], scratch)
-                gh = xp.matmul(GZ[:, t], RT) + (1 - m) * gh
+                _lstm_backprop(xp, gh_new, gc_new, A[t], C[t], TC[t], DO[t], GZ[t], scratch, fm=True)
+                gh = xp.matmul(R2, GZ[t]) + (1 - m) * gh
                 gc = gc_new + (1 - m) * gc
                 gacc *= 0 if self.zero_output else 1 - m
-        GZ2 = GZ.reshape(2, T * B, 4 * u)
+        # over all T·B columns at once, in loop order: gz (2, 4u, T·B), the previous states (2, u, T·B)
+        GZc = ws.empty(xp, (2, 4 * u, T, B), dt)
+        GZc[...] = GZ.transpose(1, 2, 0, 3)
+        GZc = GZc.reshape(2, 4 * u, T * B)
         need = [v.requires_grad for v in self._inputs]
         gx = None
-        if need[0]:
-            GX = xp.matmul(GZ2, xp.stack([Kf, Kb]).transpose(0, 2, 1)).reshape(2, T, B, x.shape[-1])
-            gx = GX[0][::-1] if self.reverse[0] else GX[0]
-            gx = gx + (GX[1][::-1] if self.reverse[1] else GX[1])
-        gK = xp.matmul(self.X2.transpose(0, 2, 1), GZ2) if need[5] or need[7] else (None, None)
-        gR = (xp.matmul(H[:, :-1].reshape(2, T * B, u).transpose(0, 2, 1), GZ2)
-              if need[6] or need[8] else (None, None))
-        gb = tuple(GZ2.sum(axis=1)) if b else ()
-        return (gx, gh[0], gc[0], gh[1], gc[1], gK[0], gR[0], gK[1], gR[1]) + gb
-
+        if need[0]:                                    # gxₖ = gzₖᵀ·Kₖᵀ, both in one batched matmul
+            GX = xp.matmul(GZc.transpose(0, 2, 1), xp.stack([Kf, Kb]).transpose(0, 2, 1),
+                           out=ws.empty(xp, (2, T * B, d), dt)).reshape(2, T, B, d)
+            gx = xp.add(GX[0][::-1] if self.reverse[0] else GX[0], GX[1][::-1] if self.reverse[1] else GX[1])
+        gK = [None, None]
+        for k, (K, r) in enumerate(zip((Kf, Kb), self.reverse)):
+            if need[5 + 2 * k]:
+                xk = x[::-1] if r else x
+                gK[k] = xk.reshape(T * B, d).T @ GZc[k].T
+        gR = [None, None]
+        if need[6] or need[8]:
+            HP = ws.empty(xp, (2, u, T, B), dt)        # hₜ₋₁ of every step, (2, u, T·B)
+            HP[...] = H[:T].transpose(1, 2, 0, 3)
+            gR = xp.matmul(HP.reshape(2, u, T * B), GZc.transpose(0, 2, 1))
+        gb = tuple(GZc.sum(axis=2)) if b else ()
+        return (gx, gh[0].T, gc[0].T, gh[1].T, gc[1].T, gK[0], gR[0], gK[1], gR[1]) + gb
 
 # ------------------------------------------------------------------------------------------------
 # GRU
