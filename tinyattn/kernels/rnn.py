@@ -188,30 +188,22 @@ def _lstm_scale(xp, u, dtype):
     return s
 
 
-def _gate_blocks(a, u, n, fm=False):
-    """The n gate blocks of width u of ``a``: column blocks of the last axis (…, n·u), or, with
-    ``fm`` (feature-major layout, (…, n·u, B)), row blocks of the second-to-last axis."""
-    if fm:
-        return [a[..., k * u:(k + 1) * u, :] for k in range(n)]
-    return [a[..., k * u:(k + 1) * u] for k in range(n)]
-
-
-def _lstm_activate(xp, a, c, c_new, tc, h_new, fm=False):
+def _lstm_activate(xp, a, c, c_new, tc, h_new):
     """Finish one LSTM step in place, given ``a`` (B, 4u) = −s⊙z (−z on i, f, o and −2z on g).
 
     One exp serves all four gates: 1/(1 + eᵃ) is σ(z) on the i, f, o blocks and σ(2z) on the g
     block, and tanh(z) = 2σ(2z) − 1. (An exp costs about half a tanh in NumPy.) Then
         c' = f⊙c + i⊙g → ``c_new``,   tanh(c') → ``tc``,   h' = o⊙tanh(c') → ``h_new``   (B, u)
-    and ``a`` holds the activations [i f g o]. Any leading axes are batched alike; with ``fm`` every
-    array is feature-major: a (…, 4u, B), the states (…, u, B).
+    and ``a`` holds the activations [i f g o].
     """
-    u = c.shape[-2] if fm else c.shape[-1]
+    u = c.shape[-1]
     xp.exp(a, out=a)
     a += 1
     xp.reciprocal(a, out=a)
-    i, f, g, o = _gate_blocks(a, u, 4, fm)
+    g = a[:, 2 * u:3 * u]
     g *= 2
     g -= 1
+    i, f, o = a[:, :u], a[:, u:2 * u], a[:, 3 * u:]
     xp.multiply(f, c, out=c_new)
     xp.multiply(i, g, out=tc)                 # tc as scratch before it gets tanh(c')
     c_new += tc
@@ -219,21 +211,20 @@ def _lstm_activate(xp, a, c, c_new, tc, h_new, fm=False):
     xp.multiply(o, tc, out=h_new)
 
 
-def _lstm_derivs(xp, A, D=None, fm=False):
-    """Gate derivatives from the activations A (…, 4u) (or (…, 4u, B) with ``fm``): σ(1 − σ) on
-    i, f, o and 1 − g² on g (written into ``D`` when given)."""
-    u = (A.shape[-2] if fm else A.shape[-1]) // 4
+def _lstm_derivs(xp, A, D=None):
+    """Gate derivatives from the activations A (…, 4u): σ(1 − σ) on i, f, o and 1 − g² on g
+    (written into ``D`` when given)."""
+    u = A.shape[-1] // 4
     D = xp.subtract(1, A, out=D)
     D *= A
-    Dg, Ag = _gate_blocks(D, u, 3, fm)[2], _gate_blocks(A, u, 3, fm)[2]
-    xp.multiply(Ag, Ag, out=Dg)
+    Dg = D[..., 2 * u:3 * u]
+    xp.multiply(A[..., 2 * u:3 * u], A[..., 2 * u:3 * u], out=Dg)
     xp.subtract(1, Dg, out=Dg)
     return D
 
 
-def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch, fm=False):
-    """BPTT through one LSTM step, in place. Shapes: (B, u) and (B, 4u) (any leading axes; with
-    ``fm`` feature-major, (u, B) and (4u, B)).
+def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch):
+    """BPTT through one LSTM step, in place. Shapes: (B, u) and (B, 4u).
 
     gh, gc: gradients w.r.t. h' and c'; a: activations [i f g o]; c: the previous cell state;
     tc = tanh(c'); do = o⊙(1 − tanh²c'); dz: on entry the gate derivatives, on exit the gradient
@@ -242,15 +233,14 @@ def _lstm_backprop(xp, gh, gc, a, c, tc, do, dz, scratch, fm=False):
         gz = [gc⊙g,  gc⊙c,  gc⊙i,  gh⊙tanh c'] ⊙ [σ'(i), σ'(f), tanh'(g), σ'(o)]
         gc ← gc⊙f          (g h_prev = gz·Rᵀ, g xk = gz, gR = h_prevᵀ·gz are left to the caller)
     """
-    u = gh.shape[-2] if fm else gh.shape[-1]
-    i, f, g, _ = _gate_blocks(a, u, 4, fm)
-    s_i, s_f, s_g, s_o = _gate_blocks(scratch, u, 4, fm)
-    xp.multiply(gh, do, out=s_i)
-    gc += s_i
-    xp.multiply(gc, g, out=s_i)
-    xp.multiply(gc, c, out=s_f)
-    xp.multiply(gc, i, out=s_g)
-    xp.multiply(gh, tc, out=s_o)
+    u = gh.shape[-1]
+    i, f, g = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u]
+    xp.multiply(gh, do, out=scratch[:, :u])
+    gc += scratch[:, :u]
+    xp.multiply(gc, g, out=scratch[:, :u])
+    xp.multiply(gc, c, out=scratch[:, u:2 * u])
+    xp.multiply(gc, i, out=scratch[:, 2 * u:3 * u])
+    xp.multiply(gh, tc, out=scratch[:, 3 * u:])
     dz *= scratch
     gc *= f
 
@@ -396,33 +386,57 @@ class LSTMSequenceFn(Function):
         return (gx, gh, gc, gK, gR) + ((GZ2.sum(axis=0),) if b else ())
 
 
+def _fm_gates(W):
+    """Keras's gate blocks [i f g o] on the last axis (…, 4u) → the feature-major kernel's order
+    [o i f g]: the sigmoid gates o, i, f are adjacent (one pass activates them) and so are i, f, g
+    (the three gradients that are gc times something: one pass computes them)."""
+    u = W.shape[-1] // 4
+    xp = backend.get_array_module(W)
+    return xp.concatenate([W[..., 3 * u:], W[..., :3 * u]], axis=-1)
+
+
+def _keras_gates(G):
+    """Inverse of :func:`_fm_gates` on the last axis: [o i f g] → [i f g o]."""
+    u = G.shape[-1] // 4
+    xp = backend.get_array_module(G)
+    return xp.concatenate([G[..., u:], G[..., :u]], axis=-1)
+
+
 class BiLSTMSequenceFn(Function):
     """The two directions of a bidirectional LSTM (two LSTM layers over the same sequence, one of them
     reading it backwards in time) in ONE time loop, feature-major.
 
-    Two things make a small LSTM step slow in NumPy: the fixed price of each call (paid twice when
-    the directions run one after the other) and, in the usual (B, 4u) layout, gate blocks that are
-    column slices: every elementwise pass over a gate walks B short rows, paying a per-row cost. Here
-    both directions are stacked and every array is feature-major: per step, direction k's gates are
-    z[k] (4u, B) = Rₖᵀ·hₜ₋₁[k] + xkₖ[t] with h (u, B), so each gate block is one contiguous (u, B)
-    slab and a step is one batched (2, 4u, u)·(2, u, B) matmul plus ONE pass of each elementwise
-    operation over two contiguous slabs. FILL_MEASURED
+    What makes a small LSTM step slow in NumPy is not arithmetic but the fixed price of each call
+    (paid twice when the directions run one after the other) and, in the usual (B, 4u) layout, gate
+    blocks that are column slices, so that every elementwise pass over a gate walks B short rows.
+    Here both directions are stacked and every array is feature-major (units × batch): direction k's
+    pre-activations at step t are z[k] (4u, B) = Rₖᵀ·hₜ₋₁[k] + Kₖᵀ·xₖ[t] + bₖ with h (u, B), so each
+    gate block is a contiguous (u, B) slab; a step is one batched (2, 4u, u)·(2, u, B) matmul and
+    ONE pass of each elementwise operation for both directions. Gates are kept in the order
+    [o i f g] (weights permuted on entry, gradients back on exit): σ(z) = (1 + tanh(z/2))/2 with the
+    ½ folded into the weights, so one tanh and two passes activate all four gates; in the backward
+    pass the factors that do not depend on the incoming gradient are computed for all steps at once
+    before the loop (P below), leaving six elementwise passes and one matmul per step.
+    FILL_MEASURED
 
     Inputs (time-major): x (T, B, d); h0f, c0f, h0b, c0b (B, u); Kf, Kb (d, 4u); Rf, Rb (u, 4u);
-    optionally bf, bb (4u,) ("f": the first layer, "b": the second). ``reverse`` = (r_f, r_b): whether
-    each direction reads x reversed in time (Bidirectional: (False, True)); ``mask`` (T, B) is in
-    x's time order (a reversed direction reads it reversed too).
-    Per direction k, with xₖ = x (or x reversed in time), exactly :class:`LSTMSequenceFn`, transposed:
-        xkₖ[t] = Kₖᵀ·xₖ[t]ᵀ + bₖ  (4u, B), for all t before the loop (a batched matmul per direction)
-        for t = 0 … T−1:  z[k] = xkₖ[t] + Rₖᵀ·hₜ₋₁[k]  (one batched matmul for k = 0, 1),
-                          (h', c') = LSTM gates (:func:`_lstm_activate`),
-                          masks and ``zero_output_for_mask`` as in :class:`LSTMSequenceFn`
+    optionally bf, bb (4u,) ("f": the first layer, "b": the second; Keras gate order i, f, c, o).
+    ``reverse`` = (r_f, r_b): whether each direction reads x reversed in time (Bidirectional:
+    (False, True)); ``mask`` (T, B) is in x's time order (a reversed direction reads it reversed).
+    Per direction k, with xₖ = x (or x reversed in time), exactly :class:`LSTMSequenceFn`:
+        before the loop, for all t:  xkₖ[t] = Kₖᵀ·xₖ[t]ᵀ + bₖ            (4u, B), one batched matmul per k
+        for t = 0 … T−1:  z[k] = xkₖ[t] + Rₖᵀ·hₜ₋₁[k]   (one batched matmul for k = 0, 1)
+                          o, i, f = σ(z_o, z_i, z_f),  g = tanh(z_g)
+                          c' = f⊙c + i⊙g,  h' = o⊙tanh(c');  masks and ``zero_output_for_mask``
+                          as in :class:`LSTMSequenceFn`
     Outputs: out_f (T, B, u), h_f (B, u), c_f (B, u), out_b, h_b, c_b: what :class:`LSTMSequenceFn`
     returns for each direction run on its own (a reversed direction's out is in its own step order,
     i.e. reversed time); they are transposed views of the feature-major states.
-    Backward: BPTT of both directions in one loop (g hₜ₋₁[k] = Rₖ·gz[k], one batched matmul per
-    step; array-only, no double backward), then per direction over all T·B columns at once
-    (gz laid out as (4u, T·B)):
+    Backward (BPTT, array-only, no double backward), with P computed for all steps first:
+        P_o = tanh(c')⊙o(1−o),  P_i = g⊙i(1−i),  P_f = c⊙f(1−f),  P_g = i⊙(1−g²),  DO = o⊙(1−tanh²c')
+        for t = T−1 … 0:  gc ← gc + gh⊙DO;  gz = [gh⊙P_o, gc⊙P_i, gc⊙P_f, gc⊙P_g];  gc ← gc⊙f;
+                          gh ← Rₖ·gz[k]  (+ the mask rule of :class:`LSTMSequenceFn`)
+    then per direction over all T·B columns at once (gz laid out (4u, T·B)):
         gxₖ = gzₖᵀ·Kₖᵀ (added back in x's time order),  gKₖ = xₖᵀ·gzₖᵀ,  gRₖ = Σₜ hₜ₋₁[k]·gzₖ[t]ᵀ,
         gbₖ = Σ gzₖ.
     """
@@ -447,20 +461,20 @@ class BiLSTMSequenceFn(Function):
                              f"{want}; got {bad or f'{len(b)} biases (pass both or none)'}")
         mask = _check_mask(self.mask, T, B, "bidirectional lstm")
         dt = x.dtype
-        ns = _lstm_scale(xp, u, dt)
-        ws = _workspace
-        # Every big array comes from the buffer pool: fresh pages would cost a page fault per 4 KiB.
+        sc = xp.full((4 * u,), 0.5, dtype=dt)          # z/2 on o, i, f (σ via tanh); z on g
+        sc[3 * u:] = 1
+        ws = _workspace                                # big arrays from the pool: fresh pages fault
         xT = ws.empty(xp, (T, d, B), dt)
         xT[...] = x.transpose(0, 2, 1)
-        A = ws.empty(xp, (T, 2, 4 * u, B), dt)         # −s⊙z per step and direction; becomes the activations
+        A = ws.empty(xp, (T, 2, 4 * u, B), dt)         # scaled z per step and direction; becomes the activations
         for k, (K, r) in enumerate(zip((Kf, Kb), self.reverse)):
-            xp.matmul((K * ns).T, xT[::-1] if r else xT, out=A[:, k])
+            xp.matmul((_fm_gates(K) * sc).T, xT[::-1] if r else xT, out=A[:, k])
         if b:
-            A += (xp.stack(b) * ns)[:, :, None]
-        RnT = xp.ascontiguousarray((xp.stack([Rf, Rb]) * ns).transpose(0, 2, 1))   # (2, 4u, u)
+            A += (_fm_gates(xp.stack(b)) * sc)[:, :, None]
+        RsT = xp.ascontiguousarray((_fm_gates(xp.stack([Rf, Rb])) * sc).transpose(0, 2, 1))  # (2, 4u, u)
         H = ws.empty(xp, (T + 1, 2, u, B), dt)         # H[t+1, k] = direction k's hᵀ after its step t
         C = ws.empty(xp, (T + 1, 2, u, B), dt)
-        TC = ws.empty(xp, (T, 2, u, B), dt)
+        TC = ws.empty(xp, (T, 2, u, B), dt)            # tanh(c') of each step
         Z = xp.empty((2, 4 * u, B), dtype=dt)
         H[0, 0], H[0, 1], C[0, 0], C[0, 1] = h0f.T, h0b.T, c0f.T, c0b.T
         M = None
@@ -469,17 +483,26 @@ class BiLSTMSequenceFn(Function):
             out = xp.zeros((T, 2, u, B), dtype=dt)
         else:
             out = H[1:]
-        with _quiet():
-            for t in range(T):
-                xp.matmul(RnT, H[t], out=Z)
-                a = A[t]
-                a += Z
-                _lstm_activate(xp, a, C[t], C[t + 1], TC[t], H[t + 1], fm=True)
-                if M is not None:
-                    keep = M[t][:, None, :]            # (2, 1, B): True = a real step
-                    out[t] = xp.where(keep, H[t + 1], out[t - 1] if t and not self.zero_output else 0)
-                    xp.copyto(H[t + 1], H[t], where=~keep)
-                    xp.copyto(C[t + 1], C[t], where=~keep)
+        for t in range(T):
+            a = A[t]
+            xp.matmul(RsT, H[t], out=Z)
+            a += Z
+            xp.tanh(a, out=a)
+            s = a[:, :3 * u]                           # o, i, f: σ(z) = (1 + tanh(z/2)) / 2
+            s *= 0.5
+            s += 0.5
+            o, i, f, g = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
+            c_new, tc, h_new = C[t + 1], TC[t], H[t + 1]
+            xp.multiply(f, C[t], out=c_new)
+            xp.multiply(i, g, out=tc)                  # tc as scratch before it gets tanh(c')
+            c_new += tc
+            xp.tanh(c_new, out=tc)
+            xp.multiply(o, tc, out=h_new)
+            if M is not None:
+                keep = M[t][:, None, :]                # (2, 1, B): True = a real step
+                out[t] = xp.where(keep, h_new, out[t - 1] if t and not self.zero_output else 0)
+                xp.copyto(h_new, H[t], where=~keep)    # masked: carry the state through
+                xp.copyto(c_new, C[t], where=~keep)
         self.saved, self.M = (A, H, C, TC), M
         return (out[:, 0].transpose(0, 2, 1), H[T, 0].T, C[T, 0].T,
                 out[:, 1].transpose(0, 2, 1), H[T, 1].T, C[T, 1].T)
@@ -507,30 +530,49 @@ class BiLSTMSequenceFn(Function):
         gc = stacked((2, u, B), gcf, gcb)
         gc = xp.zeros((2, u, B), dtype=dt) if gc is None else gc
         gout = stacked((T, 2, u, B), gout_f, gout_b)
-        GZ = _lstm_derivs(xp, A, ws.empty(xp, A.shape, dt), fm=True)  # becomes gz step by step
+        # P: the gradient-independent factors of gz, for all steps at once (see the docstring)
+        Ao, Ai, Af, Ag = A[:, :, :u], A[:, :, u:2 * u], A[:, :, 2 * u:3 * u], A[:, :, 3 * u:]
+        P = ws.empty(xp, A.shape, dt)
+        xp.subtract(1, A, out=P)
+        P *= A                                         # σ' = σ(1 − σ) on o, i, f
+        xp.multiply(Ag, Ag, out=P[:, :, 3 * u:])
+        xp.subtract(1, P[:, :, 3 * u:], out=P[:, :, 3 * u:])    # 1 − g²
+        P[:, :, :u] *= TC
+        P[:, :, u:2 * u] *= Ag
+        P[:, :, 2 * u:3 * u] *= C[:T]
+        P[:, :, 3 * u:] *= Ai
         DO = xp.multiply(TC, TC, out=ws.empty(xp, TC.shape, dt))  # o⊙(1 − tanh²c')
         xp.subtract(1, DO, out=DO)
-        DO *= A[:, :, 3 * u:]
-        R2 = xp.stack([Rf, Rb])                        # (2, u, 4u): g hₜ₋₁ = R·gz
-        scratch = xp.empty((2, 4 * u, B), dtype=dt)
+        DO *= Ao
+        P3 = P[:, :, u:].reshape(T, 2, 3, u, B)        # P_i, P_f, P_g as one (…, 3, u, B) block
+        GZ = ws.empty(xp, A.shape, dt)
+        GZ3 = GZ[:, :, u:].reshape(T, 2, 3, u, B)
+        R2 = _fm_gates(xp.stack([Rf, Rb]))             # (2, u, 4u): g hₜ₋₁ = R·gz
+        tmp = xp.empty((2, u, B), dtype=dt)
         M = self.M
         if M is not None:
-            mf = M.astype(dt)[:, :, None, :]            # (T, 2, 1, B) as 1.0 / 0.0
+            mf = M.astype(dt)[:, :, None, :]           # (T, 2, 1, B) as 1.0 / 0.0
             gacc = xp.zeros((2, u, B), dtype=dt)
         for t in range(T - 1, -1, -1):
             if M is None:
                 if gout is not None:
                     gh += gout[t]
-                _lstm_backprop(xp, gh, gc, A[t], C[t], TC[t], DO[t], GZ[t], scratch, fm=True)
-                xp.matmul(R2, GZ[t], out=gh)
+                ghn, gcn = gh, gc
             else:
                 m = mf[t]
                 if gout is not None:
                     gacc += gout[t]
-                gh_new, gc_new = m * (gh + gacc), m * gc
-                _lstm_backprop(xp, gh_new, gc_new, A[t], C[t], TC[t], DO[t], GZ[t], scratch, fm=True)
+                ghn, gcn = m * (gh + gacc), m * gc
+            xp.multiply(ghn, DO[t], out=tmp)
+            gcn += tmp
+            xp.multiply(ghn, P[t, :, :u], out=GZ[t, :, :u])
+            xp.multiply(gcn[:, None], P3[t], out=GZ3[t])
+            gcn *= Af[t]
+            if M is None:
+                xp.matmul(R2, GZ[t], out=gh)
+            else:
                 gh = xp.matmul(R2, GZ[t]) + (1 - m) * gh
-                gc = gc_new + (1 - m) * gc
+                gc = gcn + (1 - m) * gc
                 gacc *= 0 if self.zero_output else 1 - m
         # over all T·B columns at once, in loop order: gz (2, 4u, T·B), the previous states (2, u, T·B)
         GZc = ws.empty(xp, (2, 4 * u, T, B), dt)
@@ -539,20 +581,20 @@ class BiLSTMSequenceFn(Function):
         need = [v.requires_grad for v in self._inputs]
         gx = None
         if need[0]:                                    # gxₖ = gzₖᵀ·Kₖᵀ, both in one batched matmul
-            GX = xp.matmul(GZc.transpose(0, 2, 1), xp.stack([Kf, Kb]).transpose(0, 2, 1),
+            GX = xp.matmul(GZc.transpose(0, 2, 1), _fm_gates(xp.stack([Kf, Kb])).transpose(0, 2, 1),
                            out=ws.empty(xp, (2, T * B, d), dt)).reshape(2, T, B, d)
             gx = xp.add(GX[0][::-1] if self.reverse[0] else GX[0], GX[1][::-1] if self.reverse[1] else GX[1])
         gK = [None, None]
-        for k, (K, r) in enumerate(zip((Kf, Kb), self.reverse)):
+        for k, r in enumerate(self.reverse):
             if need[5 + 2 * k]:
                 xk = x[::-1] if r else x
-                gK[k] = xk.reshape(T * B, d).T @ GZc[k].T
+                gK[k] = _keras_gates(xk.reshape(T * B, d).T @ GZc[k].T)
         gR = [None, None]
         if need[6] or need[8]:
             HP = ws.empty(xp, (2, u, T, B), dt)        # hₜ₋₁ of every step, (2, u, T·B)
             HP[...] = H[:T].transpose(1, 2, 0, 3)
-            gR = xp.matmul(HP.reshape(2, u, T * B), GZc.transpose(0, 2, 1))
-        gb = tuple(GZc.sum(axis=2)) if b else ()
+            gR = _keras_gates(xp.matmul(HP.reshape(2, u, T * B), GZc.transpose(0, 2, 1)))
+        gb = tuple(_keras_gates(GZc.sum(axis=2))) if b else ()
         return (gx, gh[0].T, gc[0].T, gh[1].T, gc[1].T, gK[0], gR[0], gK[1], gR[1]) + gb
 
 # ------------------------------------------------------------------------------------------------
