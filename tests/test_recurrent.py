@@ -142,12 +142,12 @@ def test_bilstm_sequence_fn_gradcheck(rng, masked, zero_output, reverse, bias):
 def test_bilstm_sequence_fn_equals_two_lstm_sequence_fns(rng):
     """Each direction of the fused kernel is exactly LSTMSequenceFn on x (reversed in time for the
     reversed direction, mask included), outputs and every gradient, only some outputs used."""
-    mask = MASK_BT.T.copy()
+    mask = ta.tensor(MASK_BT.T.copy()).data                 # a Function takes arrays on the data's device
     x, states = t64(rng, T, B, D), [t64(rng, B, U) for _ in range(4)]
     w = [t64(rng, D, 4 * U), t64(rng, U, 4 * U), t64(rng, 4 * U), t64(rng, D, 4 * U), t64(rng, U, 4 * U),
          t64(rng, 4 * U)]
     leaves = [x] + states + w
-    gs = [rng.standard_normal((T, B, U)), rng.standard_normal((B, U)), rng.standard_normal((T, B, U))]
+    gs = [t64(rng, *shape, grad=False) for shape in ((T, B, U), (B, U), (T, B, U))]
 
     def run(fused):
         for v in leaves:
