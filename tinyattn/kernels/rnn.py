@@ -533,8 +533,9 @@ class BiLSTMSequenceFn(Function):
         # P: the gradient-independent factors of gz, for all steps at once (see the docstring)
         Ao, Ai, Af, Ag = A[:, :, :u], A[:, :, u:2 * u], A[:, :, 2 * u:3 * u], A[:, :, 3 * u:]
         P = ws.empty(xp, A.shape, dt)
-        xp.subtract(1, A, out=P)
-        P *= A                                         # σ' = σ(1 − σ) on o, i, f
+        Ps, As = P[:, :, :3 * u], A[:, :, :3 * u]
+        xp.subtract(1, As, out=Ps)
+        Ps *= As                                       # σ' = σ(1 − σ) on o, i, f
         xp.multiply(Ag, Ag, out=P[:, :, 3 * u:])
         xp.subtract(1, P[:, :, 3 * u:], out=P[:, :, 3 * u:])    # 1 − g²
         P[:, :, :u] *= TC
@@ -574,7 +575,7 @@ class BiLSTMSequenceFn(Function):
                 gh = xp.matmul(R2, GZ[t]) + (1 - m) * gh
                 gc = gcn + (1 - m) * gc
                 gacc *= 0 if self.zero_output else 1 - m
-        # over all T·B columns at once, in loop order: gz (2, 4u, T·B), the previous states (2, u, T·B)
+        # over all T·B columns at once, in loop order: gz as (2, 4u, T·B)
         GZc = ws.empty(xp, (2, 4 * u, T, B), dt)
         GZc[...] = GZ.transpose(1, 2, 0, 3)
         GZc = GZc.reshape(2, 4 * u, T * B)
@@ -584,18 +585,22 @@ class BiLSTMSequenceFn(Function):
             GX = xp.matmul(GZc.transpose(0, 2, 1), _fm_gates(xp.stack([Kf, Kb])).transpose(0, 2, 1),
                            out=ws.empty(xp, (2, T * B, d), dt)).reshape(2, T, B, d)
             gx = xp.add(GX[0][::-1] if self.reverse[0] else GX[0], GX[1][::-1] if self.reverse[1] else GX[1])
-        gK = [None, None]
-        for k, r in enumerate(self.reverse):
-            if need[5 + 2 * k]:
-                xk = x[::-1] if r else x
-                gK[k] = _keras_gates(xk.reshape(T * B, d).T @ GZc[k].T)
-        gR = [None, None]
-        if need[6] or need[8]:
-            HP = ws.empty(xp, (2, u, T, B), dt)        # hₜ₋₁ of every step, (2, u, T·B)
-            HP[...] = H[:T].transpose(1, 2, 0, 3)
-            gR = _keras_gates(xp.matmul(HP.reshape(2, u, T * B), GZc.transpose(0, 2, 1)))
-        gb = tuple(_keras_gates(GZc.sum(axis=2))) if b else ()
+        gK = gR = gb = (None, None)
+        if any(need[5:]):
+            # [hₜ₋₁; xₖ[t]; 1] of every step as (2, u + d + 1, T·B): ONE batched matmul with gz gives
+            # gR, gK and gb of both directions (rows 0…u−1, u…u+d−1 and u+d of the result)
+            S = ws.empty(xp, (2, u + d + 1, T, B), dt)
+            S[:, :u] = H[:T].transpose(1, 2, 0, 3)
+            for k, r in enumerate(self.reverse):
+                S[k, u:u + d] = (x[::-1] if r else x).transpose(2, 0, 1)
+            S[:, u + d] = 1
+            G = _keras_gates(xp.matmul(S.reshape(2, u + d + 1, T * B), GZc.transpose(0, 2, 1)))
+            gR = [G[k, :u] if need[6 + 2 * k] else None for k in range(2)]
+            gK = [G[k, u:u + d] if need[5 + 2 * k] else None for k in range(2)]
+            gb = [G[k, u + d] if b and need[9 + k] else None for k in range(2)]
+        gb = tuple(gb) if b else ()
         return (gx, gh[0].T, gc[0].T, gh[1].T, gc[1].T, gK[0], gR[0], gK[1], gR[1]) + gb
+
 
 # ------------------------------------------------------------------------------------------------
 # GRU
