@@ -406,9 +406,10 @@ class BiLSTMSequenceFn(Function):
     """The two directions of a bidirectional LSTM (two LSTM layers over the same sequence, one of them
     reading it backwards in time) in ONE time loop, feature-major.
 
-    What makes a small LSTM step slow in NumPy is not arithmetic but the fixed price of each call
-    (paid twice when the directions run one after the other) and, in the usual (B, 4u) layout, gate
-    blocks that are column slices, so that every elementwise pass over a gate walks B short rows.
+    What makes a small LSTM step slow in NumPy is less the arithmetic than the fixed price of each
+    call (paid twice when the directions run one after the other) and, in the usual (B, 4u) layout,
+    gate blocks that are column slices: an elementwise pass over one walks B short strided rows,
+    several times slower per element than a contiguous pass (measured: ~0.5 vs ~0.1 ns per float32).
     Here both directions are stacked and every array is feature-major (units × batch): direction k's
     pre-activations at step t are z[k] (4u, B) = Rₖᵀ·hₜ₋₁[k] + Kₖᵀ·xₖ[t] + bₖ with h (u, B), so each
     gate block is a contiguous (u, B) slab; a step is one batched (2, 4u, u)·(2, u, B) matmul and
@@ -417,7 +418,16 @@ class BiLSTMSequenceFn(Function):
     ½ folded into the weights, so one tanh and two passes activate all four gates; in the backward
     pass the factors that do not depend on the incoming gradient are computed for all steps at once
     before the loop (P below), leaving six elementwise passes and one matmul per step.
-    FILL_MEASURED
+
+    Measured (x (32, 50, 32), u = 64 per direction, float32, 1 BLAS thread, forward + backward,
+    kernel time, best 15 of 50 steps, in one process alternating with the two-layer path, on the
+    shared 2-core machine at load 3–4): forward 3.5–4.1 ms vs 5.4–6.3 ms for the two
+    ``LSTMSequenceFn`` calls (~1.5×); backward 7.4–7.7 ms vs 6.5–7.4 ms (no gain: the passes over P
+    and the re-layout of gz for the final matmuls cost what the shorter loop saves; the final
+    matmuls are the same FLOPs, ~60 % of the backward); the whole ``Bidirectional`` training step
+    11.9–12.2 ms vs 13.3–15.7 ms (~1.1–1.2×). What did not pay (measured, reverted): stacking the
+    directions in the (B, 4u) layout (no faster: the per-row cost stays), chunking P and the gz
+    re-layout into cache-sized blocks, copying gz to its final layout inside the loop.
 
     Inputs (time-major): x (T, B, d); h0f, c0f, h0b, c0b (B, u); Kf, Kb (d, 4u); Rf, Rb (u, 4u);
     optionally bf, bb (4u,) ("f": the first layer, "b": the second; Keras gate order i, f, c, o).
@@ -468,7 +478,11 @@ class BiLSTMSequenceFn(Function):
         xT[...] = x.transpose(0, 2, 1)
         A = ws.empty(xp, (T, 2, 4 * u, B), dt)         # scaled z per step and direction; becomes the activations
         for k, (K, r) in enumerate(zip((Kf, Kb), self.reverse)):
-            xp.matmul((_fm_gates(K) * sc).T, xT[::-1] if r else xT, out=A[:, k])
+            KsT, xs = (_fm_gates(K) * sc).T, xT[::-1] if r else xT
+            if xp is np:
+                xp.matmul(KsT, xs, out=A[:, k])        # straight into the strided block
+            else:
+                A[:, k] = xp.matmul(KsT, xs)           # (a strided ``out`` is NumPy's guarantee only)
         if b:
             A += (_fm_gates(xp.stack(b)) * sc)[:, :, None]
         RsT = xp.ascontiguousarray((_fm_gates(xp.stack([Rf, Rb])) * sc).transpose(0, 2, 1))  # (2, 4u, u)
