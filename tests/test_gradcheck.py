@@ -275,6 +275,8 @@ def test_gradgradcheck_catches_a_missing_input_gradient_in_the_tensor_branch():
 NO_DOUBLE_BACKWARD = {
     "LSTMCellFn": "fused recurrent step, array-only backward (double backward raises NotImplementedError)",
     "LSTMSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
+    "BiLSTMSequenceFn": "both directions of a bidirectional LSTM in one loop, array-only backward "
+                        "(raises NotImplementedError); tested equal to two LSTMSequenceFn",
     "GRUCellFn": "fused recurrent step, array-only backward (raises NotImplementedError)",
     "GRUSequenceFn": "fused recurrent sequence, array-only backward (raises NotImplementedError)",
     "AdditiveAttentionStep": "seq2seq's fused decoder attention step, array-only backward (raises "
@@ -323,7 +325,7 @@ def test_gradgradcheck_table_covers_every_function_of_the_library():
     assert not missing, f"Functions without a gradgradcheck in GG: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("which", ["lstm", "gru"])
+@pytest.mark.parametrize("which", ["lstm", "gru", "bilstm"])
 def test_fused_recurrent_functions_refuse_double_backward_clearly(which):
     from tinyattn.functions.rnn import gru_sequence, lstm_sequence
     rng = np.random.default_rng(13)
@@ -334,6 +336,11 @@ def test_fused_recurrent_functions_refuse_double_backward_clearly(which):
         K, R = leaf(rng, d, 4 * u), leaf(rng, u, 4 * u)
         fn = lambda x: lstm_sequence(x, h0, h0, K, R)[0]          # noqa: E731
         name = "LSTMSequenceFn"
+    elif which == "bilstm":
+        from tinyattn.kernels import BiLSTMSequenceFn
+        K, R = leaf(rng, d, 4 * u), leaf(rng, u, 4 * u)
+        fn = lambda x: BiLSTMSequenceFn()(x, h0, h0, h0, h0, K, R, K, R)[3]     # noqa: E731
+        name = "BiLSTMSequenceFn"
     else:
         K, R = leaf(rng, d, 3 * u), leaf(rng, u, 3 * u)
         fn = lambda x: gru_sequence(x, h0, K, R, reset_after=False)[0]     # noqa: E731

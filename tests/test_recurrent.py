@@ -7,6 +7,7 @@ import pytest
 import tinyattn as ta
 from tinyattn import nn
 from tinyattn.functions.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
+from tinyattn.kernels import BiLSTMSequenceFn
 
 T, B, D, U = 4, 3, 3, 2
 MASK_BT = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 1]], dtype=bool)   # (B, T)
@@ -123,6 +124,135 @@ def test_fn_shape_errors(rng):
                             np.zeros(3 * U))
     with pytest.raises(ValueError, match="gru cell"):
         GRUCellFn(False)(np.zeros((B, 3 * U)), np.zeros((B, U)), np.zeros((U, 3 * U)), np.zeros(3 * U))
+
+
+@pytest.mark.parametrize("masked,zero_output", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("reverse", [(False, True), (True, False)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_bilstm_sequence_fn_gradcheck(rng, masked, zero_output, reverse, bias):
+    """Both directions in one loop: float64 gradcheck over x, the four initial states and both
+    directions' weights, random upstream gradients on all six outputs."""
+    mask = ta.tensor(MASK_BT.T.copy()).data if masked else None
+    args = [t64(rng, T, B, D)] + [t64(rng, B, U) for _ in range(4)]
+    args += [t64(rng, D, 4 * U), t64(rng, U, 4 * U), t64(rng, D, 4 * U), t64(rng, U, 4 * U)]
+    args += [t64(rng, 4 * U), t64(rng, 4 * U)] if bias else []
+    assert ta.gradcheck(lambda *a: BiLSTMSequenceFn(mask, zero_output, reverse)(*a), args, n_directions=2)
+
+
+def test_bilstm_sequence_fn_equals_two_lstm_sequence_fns(rng):
+    """Each direction of the fused kernel is exactly LSTMSequenceFn on x (reversed in time for the
+    reversed direction, mask included), outputs and every gradient, only some outputs used."""
+    mask = ta.tensor(MASK_BT.T.copy()).data                 # a Function takes arrays on the data's device
+    x, states = t64(rng, T, B, D), [t64(rng, B, U) for _ in range(4)]
+    w = [t64(rng, D, 4 * U), t64(rng, U, 4 * U), t64(rng, 4 * U), t64(rng, D, 4 * U), t64(rng, U, 4 * U),
+         t64(rng, 4 * U)]
+    leaves = [x] + states + w
+    gs = [t64(rng, *shape, grad=False) for shape in ((T, B, U), (B, U), (T, B, U))]
+
+    def run(fused):
+        for v in leaves:
+            v.grad = None
+        if fused:
+            of, hf, cf, ob, hb, cb = BiLSTMSequenceFn(mask, True)(x, *states, w[0], w[1], w[3], w[4], w[2], w[5])
+        else:
+            of, hf, cf = LSTMSequenceFn(mask, True)(x, states[0], states[1], w[0], w[1], w[2])
+            ob, hb, cb = LSTMSequenceFn(mask[::-1].copy(), True)(ta.flip(x, 0), states[2], states[3], *w[3:])
+        ((of * gs[0]).sum() + (cf * gs[1]).sum() + (ob * gs[2]).sum() + hb.sum()).backward()
+        return [t.numpy() for t in (of, hf, cf, ob, hb, cb)] + [v.grad.numpy() for v in leaves]
+
+    for a, b_ in zip(run(True), run(False)):
+        np.testing.assert_allclose(a, b_, rtol=0, atol=1e-12)
+
+
+def _graph_ops(t):
+    """The types of the Functions in the graph behind Tensor t."""
+    seen, todo, ops = set(), [t], set()
+    while todo:
+        f = todo.pop().creator
+        if f is not None and id(f) not in seen:
+            seen.add(id(f))
+            ops.add(type(f))
+            todo.extend(v for v in f.input_tensors if getattr(v, "creator", None) is not None)
+    return ops
+
+
+def _run_bidirectional(layer, x, mask, states, seed):
+    """Outputs and the gradients of x, the initial states and every parameter, float64."""
+    xt = ta.tensor(x, requires_grad=True)
+    st = None if states is None else [ta.tensor(s, requires_grad=True) for s in states]
+    y = layer(xt, mask=mask, initial_state=st)
+    ys = y if isinstance(y, list) else [y]
+    r = np.random.default_rng(seed)
+    sum((t * ta.tensor(r.standard_normal(t.shape))).sum() for t in ys).backward()
+    grads = [xt.grad] + ([] if st is None else [s.grad for s in st]) + [p.grad for p in layer.parameters()]
+    return _graph_ops(ys[0]), [t.numpy() for t in ys] + [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave", "mul", None])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("kw", [dict(return_sequences=True), dict(return_sequences=True, return_state=True),
+                                dict(return_state=True, use_bias=False), dict(go_backwards=True),
+                                dict(return_sequences=True, go_backwards=True, states=True)])
+def test_fused_bidirectional_equals_the_two_layers(rng, merge_mode, masked, kw):
+    """Bidirectional(LSTM) runs both directions in one BiLSTMSequenceFn; fused=False runs the two
+    layers one after the other (each its own LSTMSequenceFn). Same outputs and gradients (float64,
+    1e-12), with and without a mask, every merge mode, return_sequences / return_state, no bias, a
+    forward layer with go_backwards, initial states."""
+    kw = dict(kw)
+    with_states = kw.pop("states", False)
+    x = rng.standard_normal((B, T, D))
+    states = [rng.standard_normal((B, U)) for _ in range(4)] if with_states else None
+    mask = MASK_BT if masked else None
+    fused = _layer64(nn.Bidirectional(nn.LSTM(U, **kw), merge_mode=merge_mode), x)
+    apart = _layer64(nn.Bidirectional(nn.LSTM(U, **kw), merge_mode=merge_mode, fused=False), x)
+    apart.set_weights(fused.get_weights())
+    ops_f, got = _run_bidirectional(fused, x, mask, states, 1)
+    ops_a, want = _run_bidirectional(apart, x, mask, states, 1)
+    assert BiLSTMSequenceFn in ops_f and LSTMSequenceFn not in ops_f
+    assert BiLSTMSequenceFn not in ops_a and LSTMSequenceFn in ops_a
+    assert len(got) == len(want)
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, rtol=0, atol=1e-12)
+
+
+def test_fused_bidirectional_equals_the_textbook_layers(rng):
+    """The fused bidirectional kernel equals the textbook form: two LSTM(fused=False) layers (the
+    paper's equations on plain ops, autograd doing BPTT), outputs and all gradients."""
+    x = rng.standard_normal((B, T, D))
+    fused = _layer64(nn.Bidirectional(nn.LSTM(U, return_sequences=True, return_state=True)), x)
+    book = _layer64(nn.Bidirectional(nn.LSTM(U, return_sequences=True, return_state=True, fused=False)), x)
+    book.set_weights(fused.get_weights())
+    ops_f, got = _run_bidirectional(fused, x, MASK_BT, None, 2)
+    ops_b, want = _run_bidirectional(book, x, MASK_BT, None, 2)
+    assert BiLSTMSequenceFn in ops_f and BiLSTMSequenceFn not in ops_b
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, rtol=1e-9, atol=1e-11)
+
+
+def test_bidirectional_falls_back_when_the_layers_differ(rng):
+    """Only two fused LSTMs that agree run as one kernel: a GRU, a textbook LSTM, different units or
+    an activity regularizer take the two-layer path."""
+    x = ta.tensor(rng.standard_normal((B, T, D)).astype(np.float32))
+    cases = [nn.Bidirectional(nn.GRU(U)),
+             nn.Bidirectional(nn.LSTM(U), backward_layer=nn.LSTM(U, fused=False, go_backwards=True)),
+             nn.Bidirectional(nn.LSTM(U), backward_layer=nn.LSTM(U + 1, go_backwards=True)),
+             nn.Bidirectional(nn.LSTM(U, activity_regularizer="l2"))]
+    for bi in cases:
+        bi(x)
+        assert not bi._fusable()
+    bi = nn.Bidirectional(nn.LSTM(U))
+    bi(x)
+    assert bi._fusable()
+
+
+def test_bilstm_sequence_fn_shape_errors(rng):
+    z = np.zeros
+    with pytest.raises(ValueError, match="bidirectional lstm"):
+        BiLSTMSequenceFn()(z((T, B, D)), z((B, U)), z((B, U)), z((B, U)), z((B, U)), z((D, 4 * U)),
+                           z((U, 4 * U)), z((D, 4 * U)), z((U + 1, 4 * U)))
+    with pytest.raises(ValueError, match="biases"):
+        BiLSTMSequenceFn()(z((T, B, D)), z((B, U)), z((B, U)), z((B, U)), z((B, U)), z((D, 4 * U)),
+                           z((U, 4 * U)), z((D, 4 * U)), z((U, 4 * U)), z(4 * U))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ kernel (module)             what the trick buys             the textbook form it
                             2σ(2z) − 1), in-place column
                             writes, pooled buffers.
                             Measured: 1.7–1.8×
+``BiLSTMSequenceFn``        the two directions of a         the two layers run apart (each an
+(rnn.py)                    ``Bidirectional(LSTM)`` in ONE  ``LSTMSequenceFn``), and so
+                            loop: states stacked and        ``Bidirectional(LSTM(fused=
+                            feature-major, so each gate is  False))``
+                            a contiguous (u, B) slab; one
+                            batched matmul and one pass
+                            per gate op for both
+                            directions; σ via tanh.
+                            Measured: see its docstring
 ``GRUSequenceFn``,          the same for the GRU (both      ``GRU(fused=False)`` /
 ``GRUCellFn`` (rnn.py)      ``reset_after`` variants).      ``GRUCell(fused=False)``:
                             Measured: 1.8–2.1×              ``tinyattn.nn.gru_step``
@@ -63,6 +72,8 @@ The tests that hold each kernel equal to its textbook form (outputs and gradient
     tests/test_kernels.py::test_gru_fused_equals_textbook           (reset_after both ways, masks, ...)
     tests/test_kernels.py::test_cells_fused_equal_textbook          (one step, LSTMCell / GRUCell)
     tests/test_kernels.py::test_bidirectional_keeps_the_textbook_choice
+    tests/test_recurrent.py::test_fused_bidirectional_equals_the_two_layers   (1e-12; masks, merge modes, ...)
+    tests/test_recurrent.py::test_fused_bidirectional_equals_the_textbook_layers
     tests/test_resources.py::test_release_buffers_explicitly        (the pool's behaviour)
     tests/test_kernels.py::test_sdpa_fused_equals_textbook
     tests/test_kernels.py::test_additive_score_fused_equals_textbook
@@ -85,12 +96,12 @@ Double backward: the recurrent kernels and ``AdditiveAttentionStep`` have array-
 The old import paths (``tinyattn.functions.rnn``, ``tinyattn.functions.attention``,
 ``tinyattn.seq2seq.fused``, ``tinyattn.nn.layers.LayerNormFn``) re-export these names.
 """
-from .rnn import (LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn, lstm_sequence, gru_sequence,
+from .rnn import (LSTMCellFn, LSTMSequenceFn, BiLSTMSequenceFn, GRUCellFn, GRUSequenceFn, lstm_sequence, gru_sequence,
                   release_buffers, buffer_pool_bytes, set_buffer_pool_limit)
 from .attention import ScaledDotProductAttention, AdditiveScore
 from .additive_step import AdditiveAttentionStep, additive_attention
 from .layernorm import LayerNormFn
 
-__all__ = ["LSTMCellFn", "LSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
+__all__ = ["LSTMCellFn", "LSTMSequenceFn", "BiLSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
            "release_buffers", "buffer_pool_bytes", "set_buffer_pool_limit", "ScaledDotProductAttention",
            "AdditiveScore", "AdditiveAttentionStep", "additive_attention", "LayerNormFn"]

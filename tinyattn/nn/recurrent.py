@@ -34,7 +34,7 @@ from .. import backend
 from ..autograd import Tensor
 from .. import functions as F
 from ..functions.masks import as_mask
-from ..kernels.rnn import LSTMCellFn, LSTMSequenceFn, GRUCellFn, GRUSequenceFn
+from ..kernels.rnn import LSTMCellFn, LSTMSequenceFn, BiLSTMSequenceFn, GRUCellFn, GRUSequenceFn
 from . import init, regularizers, constraints
 from .layers import get_activation
 from .module import Module, Parameter, cast_input
@@ -411,9 +411,10 @@ class _RNN(Module):
     def weights(self):
         return self.cell.weights()
 
-    def _prepare(self, x, mask, initial_state, n_states):
+    def _prepare(self, x, mask, initial_state, n_states, reverse=None):
         """Check the call's arguments; return x time-major (T, B, d) (reversed in time with
-        ``go_backwards``), the mask time-major (T, B) or None, and the initial states (zeros if none)."""
+        ``go_backwards``, or when ``reverse`` says so if given), the mask time-major (T, B) (reversed
+        alike) or None, and the initial states (zeros if none)."""
         x = cast_input(self, x)
         name = type(self).__name__
         if x.ndim != 3 or x.shape[-1] != self.cell.input_dim:
@@ -434,7 +435,7 @@ class _RNN(Module):
         states = [self.cell._state(cast_input(self, s, "initial_state"), x, B, "initial_state")
                   for s in states]
         xt = x.transpose(1, 0, 2)                       # (T, B, d), time-major
-        if self.go_backwards:
+        if self.go_backwards if reverse is None else reverse:
             xt = F.flip(xt, 0)
             mask = None if mask is None else mask[:, ::-1]
         mask_t = None if mask is None else xp.ascontiguousarray(mask.T)
@@ -584,10 +585,17 @@ class Bidirectional(Module):
     None → [y_f, y_b]. With ``return_state``: [merged (or y_f, y_b), *forward states, *backward states].
     ``initial_state``: the forward layer's states followed by the backward layer's. As in Keras,
     both layers get ``zero_output_for_mask = return_sequences`` (masked steps output zeros).
+
+    ``fused=True`` (default): when both layers are fused LSTMs with the same settings (units, bias,
+    dtype, mask rule; no activity regularizer), both directions run in ONE time loop
+    (``tinyattn.kernels.BiLSTMSequenceFn``: one batched matmul and one pass of each gate operation
+    per step for the two directions); otherwise, or with ``fused=False``, the two layers run one after
+    the other. The two are tested equal.
     """
 
-    def __init__(self, layer, merge_mode="concat", backward_layer=None, dtype=None):
+    def __init__(self, layer, merge_mode="concat", backward_layer=None, dtype=None, fused=True):
         super().__init__()
+        self.fused = bool(fused)
         if merge_mode not in ("concat", "sum", "ave", "mul", None):
             raise ValueError(f"Bidirectional: merge_mode must be 'concat', 'sum', 'ave', 'mul' or None, "
                              f"got {merge_mode!r}")
@@ -636,6 +644,33 @@ class Bidirectional(Module):
         self.backward_layer.build(input_shape)
         object.__setattr__(self, "built", True)
 
+    def _fusable(self):
+        """Whether both directions can run in one loop (:class:`BiLSTMSequenceFn`): two fused LSTMs
+        that agree on everything the kernel shares; an activity regularizer needs the layers' own calls."""
+        fl, bl = self.forward_layer, self.backward_layer
+        if not self.fused or type(fl) is not LSTM or type(bl) is not LSTM:
+            return False
+        cf, cb = fl.cell, bl.cell
+        return (cf.fused and cb.fused and cf.built and cb.built and cf.units == cb.units
+                and cf.use_bias == cb.use_bias and cf.dtype == cb.dtype and cf.input_dim == cb.input_dim
+                and fl.zero_output_for_mask == bl.zero_output_for_mask
+                and fl.__dict__.get("activity_regularizer") is None
+                and bl.__dict__.get("activity_regularizer") is None)
+
+    def _fused_lstm(self, x, mask, fs, bs):
+        """Both LSTM directions in one :class:`BiLSTMSequenceFn`; returns what the two layers' calls
+        return (the backward layer's sequence in its own, reversed, step order)."""
+        fl, bl = self.forward_layer, self.backward_layer
+        xt, mask_t, (h0f, c0f) = fl._prepare(x, mask, fs, 2, reverse=False)
+        h0b, c0b = bl._prepare(x, mask, bs, 2, reverse=False)[2]
+        cf, cb = fl.cell, bl.cell
+        args = (xt, h0f, c0f, h0b, c0b, cf.kernel, cf.recurrent_kernel, cb.kernel, cb.recurrent_kernel)
+        if cf.use_bias:
+            args += (cf.bias, cb.bias)
+        of, hf, cf_, ob, hb, cb_ = BiLSTMSequenceFn(mask_t, fl.zero_output_for_mask,
+                                                    (fl.go_backwards, bl.go_backwards))(*args)
+        return fl._finish(of, [hf, cf_]), bl._finish(ob, [hb, cb_])
+
     def forward(self, x, mask=None, initial_state=None, training=False):
         fs = bs = None
         if initial_state is not None:
@@ -644,8 +679,11 @@ class Bidirectional(Module):
                 raise ValueError(f"Bidirectional: initial_state must hold the forward layer's states and "
                                  f"then the backward layer's (an even count), got {n}")
             fs, bs = list(initial_state[:n // 2]), list(initial_state[n // 2:])
-        yf = self.forward_layer(x, mask=mask, initial_state=fs, training=training)
-        yb = self.backward_layer(x, mask=mask, initial_state=bs, training=training)
+        if self._fusable():
+            yf, yb = self._fused_lstm(x, mask, fs, bs)
+        else:
+            yf = self.forward_layer(x, mask=mask, initial_state=fs, training=training)
+            yb = self.backward_layer(x, mask=mask, initial_state=bs, training=training)
         sf = sb = []
         if self.return_state:
             (yf, *sf), (yb, *sb) = yf, yb
