@@ -322,17 +322,55 @@ class Erf(Function):
         return gy * apply(Exp(), -(x * x)) * (2 / math.sqrt(math.pi))
 
 
+def _flat_chunks(*arrays):
+    """Matching (start, stop) chunks of ``_ERF_CHUNK`` elements over flat views of ``arrays`` (all
+    of one shape and C-contiguous), or None when they are not (then work on the whole arrays)."""
+    if not all(a.flags.c_contiguous and a.shape == arrays[0].shape for a in arrays):
+        return None
+    return [a.reshape(-1) for a in arrays], _chunks(arrays[0].size)
+
+
+def _erf_chunk(x):
+    """:func:`_erf_block` on one chunk, with :func:`_erf_numpy`'s silenced warnings (its first pass
+    over-/underflows on inputs whose values it then replaces)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _erf_block(x)
+
+
 def _gelu(a, o):
-    """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block)."""
-    o[...] = _erf_array(a * (1 / math.sqrt(2)))
-    o += 1
-    np.multiply(a, o, out=o)
-    o *= 0.5
+    """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block).
+    Contiguous blocks go through in cache-sized chunks written straight into ``o``: no temporary of
+    the block's size (the same elementwise operations, so the same bits)."""
+    flat = _flat_chunks(a, o)
+    if flat is None:
+        o[...] = _erf_array(a * (1 / math.sqrt(2)))
+        o += 1
+        np.multiply(a, o, out=o)
+        o *= 0.5
+        return
+    (fa, fo), chunks = flat
+    for i, j in chunks:
+        ai, oi = fa[i:j], fo[i:j]
+        np.add(_erf_chunk(ai * (1 / math.sqrt(2))), 1, out=oi)
+        np.multiply(ai, oi, out=oi)
+        oi *= 0.5
 
 
 def _gelu_grad(g, x, o):
-    """o = g ⊙ (Φ(x) + x φ(x)) (GELU.backward's operations on arrays, in its order, on one block)."""
-    cdf = _erf_array(x * (1 / math.sqrt(2)))
+    """o = g ⊙ (Φ(x) + x φ(x)) (GELU.backward's operations on arrays, in its order, on one block;
+    contiguous blocks in cache-sized chunks, as :func:`_gelu`)."""
+    flat = _flat_chunks(g, x, o)
+    if flat is None:
+        _gelu_grad_block(g, x, o, _erf_array(x * (1 / math.sqrt(2))))
+        return
+    (fg, fx, fo), chunks = flat
+    for i, j in chunks:
+        xi = fx[i:j]
+        _gelu_grad_block(fg[i:j], xi, fo[i:j], _erf_chunk(xi * (1 / math.sqrt(2))))
+
+
+def _gelu_grad_block(g, x, o, cdf):
+    """o = g ⊙ (Φ + x φ(x)), given cdf = erf(x/√2) (overwritten)."""
     cdf += 1
     cdf *= 0.5
     pdf = x * x
@@ -348,9 +386,9 @@ class GELU(Function):
     """y = x Φ(x), Φ the standard normal CDF = ½(1 + erf(x/√2)) (exact form, Keras/PyTorch default).
     gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π).
 
-    Forward keeps Φ(x) (one array of x's shape) so that backward needs no second erf; under
-    ``create_graph`` Φ is recomputed with differentiable ops. On NumPy, large arrays are processed
-    in cache-sized chunks (forward and backward alike)."""
+    Backward recomputes Φ(x) (one more erf) rather than keeping an array of x's shape; under
+    ``create_graph`` with differentiable ops. On NumPy, large arrays are processed in cache-sized
+    chunks written straight into the output (forward and backward alike): no x-sized temporaries."""
 
     def forward(self, x):
         if _big(x) and x.dtype.kind == "f":
