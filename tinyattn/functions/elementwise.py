@@ -17,6 +17,11 @@ def _big(a):
     return parallel.active(a)
 
 
+def _host_float(a):
+    """True for a NumPy float array: the in-place kernels apply (on any number of threads)."""
+    return type(a) is np.ndarray and a.dtype.kind == "f"
+
+
 def _fresh(a, *others):
     """An uninitialised output for a kernel over ``a`` (dtype: NumPy's result type of the inputs)."""
     return np.empty(a.shape, dtype=np.result_type(a, *others))
@@ -391,7 +396,7 @@ class GELU(Function):
     chunks written straight into the output (forward and backward alike): no x-sized temporaries."""
 
     def forward(self, x):
-        if _big(x) and x.dtype.kind == "f":
+        if _host_float(x):                   # NumPy: the chunked kernel (row blocks on the pool)
             y = _fresh(x)
             parallel.rows(_gelu, x, y, tail=0)
             return y
@@ -399,7 +404,7 @@ class GELU(Function):
 
     def backward(self, gy):
         x = self.inputs[0]
-        if not self._as_tensors and _big(gy) and gy.shape == x.shape and x.dtype.kind == "f":
+        if not self._as_tensors and _host_float(gy) and gy.shape == x.shape and _host_float(x):
             gx = _fresh(gy, x)
             parallel.rows(_gelu_grad, gy, x, gx, tail=0)
             return gx
