@@ -19,13 +19,16 @@ heap, reused by the next allocations of the same sizes; :func:`release_host_memo
 (``malloc_trim``).
 
 Measured (pre-norm Transformer encoder block, B 32, T 128, d 256, 8 heads, FFN 1024, one training
-step forward + backward + Adam, float32, one BLAS thread, 2-core shared machine, medians of 8 steps;
-``benchmarks/bench_transformer.py --only block``):
+step forward + backward + Adam, float32, one thread, medians of 8 steps after 2 warm-up steps, per
+step; PyTorch 2.13 CPU, same machine: ~1 minor fault, ~1 ms system time):
 
-    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)   ~2,300 minor faults/step, ~14 ms system time
-    host memory cache on (the default)              ~0 faults/step,         ~0.5 ms system time
+    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)   ~1,000 minor faults, ~7 ms system time
+      (before the kernels stopped making temporaries of their inputs' size: ~3,100 and ~13 ms)
+    host memory cache on (the default)              ~0 faults,           ~0 ms system time
 
-and about 6 % less time per step (ratio to PyTorch 2.13 CPU: see the benchmark's docstring).
+The time saved is that system time plus the cost of touching fresh pages (cache and TLB misses):
+``benchmarks/bench_transformer.py --only block`` prints faults, system time and the ratio to
+PyTorch per step.
 
 It is applied when ``tinyattn`` is imported, with :data:`DEFAULT_CACHE_BYTES`, unless the
 environment variable ``TINYATTN_HOST_MEMORY_CACHE`` says otherwise: ``0`` (or ``off``/``false``/
