@@ -158,3 +158,22 @@ def test_gelu_chunked_kernels_equal_whole_array_bits(dtype):
         textbook = x * ((E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5)
     assert y.tobytes() == ys.tobytes() and gx.tobytes() == gxs.tobytes()
     np.testing.assert_array_equal(y, textbook)
+    # forward keeping Φ for backward (what GELU does when gradients are on): same y, same gx
+    with np.errstate(invalid="ignore"):
+        y2, phi, gx2 = (np.empty(n, dtype) for _ in range(3))
+        E._gelu(x, y2, phi)
+        E._gelu_grad(g, x, gx2, phi)
+        cdf = (E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5
+    assert y2.tobytes() == y.tobytes() and gx2.tobytes() == gx.tobytes()
+    assert phi.tobytes() == cdf.tobytes()
+
+
+def test_gelu_keeps_phi_only_when_gradients_are_on():
+    x = ta.tensor(np.linspace(-3, 3, 1000).astype(np.float32), requires_grad=True, device="cpu")  # (NumPy kernel)
+    fn = E.GELU()
+    fn(x)
+    assert fn.phi is not None and fn.phi.shape == x.shape
+    with ta.no_grad():
+        fn = E.GELU()
+        fn(x)
+    assert fn.phi is None
