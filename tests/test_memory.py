@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import tinyattn as ta
@@ -99,6 +100,8 @@ def test_bad_argument_names_the_function(bad):
 def test_set_get_release_in_process(restore_cache):
     assert ta.set_host_memory_cache(64 << 20) is True
     assert ta.get_host_memory_cache() == 64 << 20
+    assert ta.set_host_memory_cache(np.int64(128 << 20)) is True
+    assert ta.get_host_memory_cache() == 128 << 20
     assert isinstance(ta.release_host_memory(), bool)
     assert ta.set_host_memory_cache(0) is True and ta.get_host_memory_cache() is None
 

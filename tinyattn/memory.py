@@ -38,6 +38,7 @@ library in the process. Only glibc (Linux) has them; elsewhere (macOS, Windows, 
 here is a no-op that returns False. Importing tinyattn never raises because of this module.
 """
 import ctypes
+import operator
 import os
 import sys
 import warnings
@@ -82,9 +83,14 @@ def set_host_memory_cache(nbytes=DEFAULT_CACHE_BYTES):
     """
     if nbytes is None:
         nbytes = 0
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+    try:
+        n = operator.index(nbytes) if not isinstance(nbytes, bool) else -1   # ints, NumPy ints
+    except TypeError:
+        n = -1
+    if n < 0:
         raise ValueError(f"set_host_memory_cache: nbytes must be a non-negative int (bytes) or None, "
                          f"got {nbytes!r}")
+    nbytes = n
     libc = _libc()
     if libc is None:
         return False
