@@ -30,11 +30,13 @@ tinyattn keeps freed host memory for reuse itself — ``tinyattn.set_host_memory
 import (tinyattn/memory.py), opt-out ``TINYATTN_HOST_MEMORY_CACHE=0``, which reaches the workers
 through the environment. That is a library feature, not a benchmark setting: each library runs in
 its own process, and the PyTorch worker never imports tinyattn, so PyTorch runs with glibc's
-defaults. Measured at 1 thread (2 busy cores): tinyattn ~1 fault and ~3 ms of system time per step
-(cache off: ~1,000 faults, ~11 ms; before the kernels' temporaries were cut: ~2,300, ~14 ms), the
-PyTorch worker 5,000–13,000 faults and ~16–20 ms. ``--keep-memory`` gives *both* workers glibc's
-keep-memory settings through its environment variables (MALLOC_MMAP_THRESHOLD_=32 MiB,
-MALLOC_TRIM_THRESHOLD_=4 GiB): a comparison with the allocator taken out of both.
+defaults. Measured at 1 thread, 5 rounds (2 busy cores), per step: tinyattn 0 faults and ~3 ms of
+system time, 0.83× PyTorch (per round 0.48–0.98, CPU time 0.89×); with the cache off ~2,000 faults
+and 15–40 ms, 0.92× (CPU 0.96×); before the kernels' temporaries were cut (and with no cache)
+~2,300 faults, ~19 ms, 1.17× (CPU 1.18×); the PyTorch worker 4,000–13,000 faults and 8–20 ms.
+``--keep-memory`` gives *both* workers glibc's keep-memory settings through its environment
+variables (MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=4 GiB): a comparison with the
+allocator taken out of both (then 1 fault each, 1.04×, CPU 1.04×: PyTorch gains too).
 """
 import argparse
 import json

@@ -19,16 +19,18 @@ heap, reused by the next allocations of the same sizes; :func:`release_host_memo
 (``malloc_trim``).
 
 Measured (pre-norm Transformer encoder block, B 32, T 128, d 256, 8 heads, FFN 1024, one training
-step forward + backward + Adam, float32, one thread, medians of 8 steps after 2 warm-up steps, per
-step; PyTorch 2.13 CPU, same machine: ~1 minor fault, ~1 ms system time):
+step forward + backward + Adam, float32, one thread, a 2-core machine shared with other jobs; per
+step, medians; ``benchmarks/bench_transformer.py --only block --threads 1 --rounds 5``, which prints
+these for both libraries, each in its own process):
 
-    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)   ~1,000 minor faults, ~7 ms system time
-      (before the kernels stopped making temporaries of their inputs' size: ~3,100 and ~13 ms)
-    host memory cache on (the default)              ~0 faults,           ~0 ms system time
+                                                 faults   system ms   CPU ms   ratio to PyTorch
+    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)  ~2,000     15–40       363    0.92 (CPU 0.96)
+    host memory cache on (the default)                  0       ~3        337    0.83 (CPU 0.89)
+    PyTorch 2.13 CPU (glibc defaults)         4,000–13,000     8–20   330–380    1
 
-The time saved is that system time plus the cost of touching fresh pages (cache and TLB misses):
-``benchmarks/bench_transformer.py --only block`` prints faults, system time and the ratio to
-PyTorch per step.
+(before the kernels stopped making temporaries of their inputs' size, with glibc defaults: ~2,300–
+3,100 faults, 14–45 ms system time, ratio 1.17). Wall-clock ratios on the shared machine vary by
+±15 % from round to round; the fault counts and system times do not.
 
 It is applied when ``tinyattn`` is imported, with :data:`DEFAULT_CACHE_BYTES`, unless the
 environment variable ``TINYATTN_HOST_MEMORY_CACHE`` says otherwise: ``0`` (or ``off``/``false``/
