@@ -30,13 +30,14 @@ tinyattn keeps freed host memory for reuse itself — ``tinyattn.set_host_memory
 import (tinyattn/memory.py), opt-out ``TINYATTN_HOST_MEMORY_CACHE=0``, which reaches the workers
 through the environment. That is a library feature, not a benchmark setting: each library runs in
 its own process, and the PyTorch worker never imports tinyattn, so PyTorch runs with glibc's
-defaults. Measured at 1 thread, 5 rounds (2 busy cores), per step: tinyattn 0 faults and ~3 ms of
-system time, 0.83× PyTorch (per round 0.48–0.98, CPU time 0.89×); with the cache off ~2,000 faults
-and 15–40 ms, 0.92× (CPU 0.96×); before the kernels' temporaries were cut (and with no cache)
-~2,300 faults, ~19 ms, 1.17× (CPU 1.18×); the PyTorch worker 4,000–13,000 faults and 8–20 ms.
-``--keep-memory`` gives *both* workers glibc's keep-memory settings through its environment
-variables (MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=4 GiB): a comparison with the
-allocator taken out of both (then 1 fault each, 1.04×, CPU 1.04×: PyTorch gains too).
+defaults. Measured at 1 thread (BLAS and tinyattn's own pool), 5 rounds, load ~1 on 2 cores, per
+step: tinyattn 0 faults and ~0.3 ms of system time, 0.93× PyTorch (per round 0.74–1.06, CPU time
+0.93×); with the cache off ~2,000 faults and ~12 ms, 0.99× (CPU 0.99×); before the kernels'
+temporaries were cut (and with no cache) ~3,100 faults, ~16 ms, 1.15× (CPU 1.17×); the PyTorch
+worker 4,000–13,000 faults and 8–20 ms. ``--keep-memory`` gives *both* workers glibc's keep-memory
+settings through its environment variables (MALLOC_MMAP_THRESHOLD_=32 MiB,
+MALLOC_TRIM_THRESHOLD_=4 GiB): a comparison with the allocator taken out of both (then ~0 faults
+each, 0.97×, CPU 0.98×: PyTorch gains too).
 """
 import argparse
 import json
@@ -252,7 +253,7 @@ def _spawn(spec, repeats, device, threads, keep_memory=False):
         env.update(KEEP_MEMORY_ENV)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     if threads:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYATTN_NUM_THREADS"):
             env[var] = str(threads)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec, "--repeats", str(repeats),
            "--device", device] + (["--threads", str(threads)] if threads else [])

@@ -19,18 +19,18 @@ heap, reused by the next allocations of the same sizes; :func:`release_host_memo
 (``malloc_trim``).
 
 Measured (pre-norm Transformer encoder block, B 32, T 128, d 256, 8 heads, FFN 1024, one training
-step forward + backward + Adam, float32, one thread, a 2-core machine shared with other jobs; per
+step forward + backward + Adam, float32, one thread, 5 rounds on a 2-core machine at load ~1; per
 step, medians; ``benchmarks/bench_transformer.py --only block --threads 1 --rounds 5``, which prints
 these for both libraries, each in its own process):
 
                                                  faults   system ms   CPU ms   ratio to PyTorch
-    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)  ~2,000     15–40       363    0.92 (CPU 0.96)
-    host memory cache on (the default)                  0       ~3        337    0.83 (CPU 0.89)
-    PyTorch 2.13 CPU (glibc defaults)         4,000–13,000     8–20   330–380    1
+    glibc defaults (TINYATTN_HOST_MEMORY_CACHE=0)  ~2,000        ~12       369    0.99 (CPU 0.99)
+    host memory cache on (the default)                  0       ~0.3       351    0.93 (CPU 0.93)
+    PyTorch 2.13 CPU (glibc defaults)         4,000–13,000     8–20   340–380    1
 
-(before the kernels stopped making temporaries of their inputs' size, with glibc defaults: ~2,300–
-3,100 faults, 14–45 ms system time, ratio 1.17). Wall-clock ratios on the shared machine vary by
-±15 % from round to round; the fault counts and system times do not.
+(before the kernels stopped making temporaries of their inputs' size, with glibc defaults: ~3,100
+faults, ~16 ms system time, 396 ms CPU, ratio 1.15). Wall-clock ratios on the shared machine vary
+by ±15 % from round to round; the fault counts and system times do not.
 
 It is applied when ``tinyattn`` is imported, with :data:`DEFAULT_CACHE_BYTES`, unless the
 environment variable ``TINYATTN_HOST_MEMORY_CACHE`` says otherwise: ``0`` (or ``off``/``false``/
