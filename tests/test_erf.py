@@ -132,3 +132,48 @@ def test_erf_fdlibm_on_the_device(backend, monkeypatch):
         np.testing.assert_array_equal(y.numpy(), E._erf_numpy(xd))
         g = F.gelu(t)
         np.testing.assert_array_equal(g.numpy(), xd * ((E._erf_numpy(xd * (1 / math.sqrt(2))) + 1) * 0.5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_chunked_kernels_equal_whole_array_bits(dtype):
+    """GELU's NumPy kernels run contiguous blocks in cache-sized chunks written into the output (no
+    block-sized temporaries); strided blocks take whole-array operations. Same bits either way, and
+    the forward equals the textbook x (erf(x/√2) + 1) ½."""
+    rng = np.random.default_rng(7)
+    n = 2 * E._ERF_CHUNK + 13
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    x[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 40.0]
+    g = rng.standard_normal(n).astype(dtype)
+    wide = np.zeros((n, 2), dtype)          # strided copies: column 0 of a (n, 2) array
+    xs, gs = wide.copy(), wide.copy()
+    xs[:, 0], gs[:, 0] = x, g
+    xs, gs = xs[:, 0], gs[:, 0]
+    assert not xs.flags.c_contiguous
+    with np.errstate(invalid="ignore"):
+        y, ys, gx, gxs = (np.empty(n, dtype) for _ in range(4))
+        E._gelu(x, y)
+        E._gelu(xs, ys)
+        E._gelu_grad(g, x, gx)
+        E._gelu_grad(gs, xs, gxs)
+        textbook = x * ((E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5)
+    assert y.tobytes() == ys.tobytes() and gx.tobytes() == gxs.tobytes()
+    np.testing.assert_array_equal(y, textbook)
+    # forward keeping Φ for backward (what GELU does when gradients are on): same y, same gx
+    with np.errstate(invalid="ignore"):
+        y2, phi, gx2 = (np.empty(n, dtype) for _ in range(3))
+        E._gelu(x, y2, phi)
+        E._gelu_grad(g, x, gx2, phi)
+        cdf = (E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5
+    assert y2.tobytes() == y.tobytes() and gx2.tobytes() == gx.tobytes()
+    assert phi.tobytes() == cdf.tobytes()
+
+
+def test_gelu_keeps_phi_only_when_gradients_are_on():
+    x = ta.tensor(np.linspace(-3, 3, 1000).astype(np.float32), requires_grad=True, device="cpu")  # (NumPy kernel)
+    fn = E.GELU()
+    fn(x)
+    assert fn.phi is not None and fn.phi.shape == x.shape
+    with ta.no_grad():
+        fn = E.GELU()
+        fn(x)
+    assert fn.phi is None

@@ -160,6 +160,7 @@ GG = [
     ("matmul", F.matmul, [(2, 3, 4), (4, 2)]),
     ("matmul-1d", F.matmul, [(4,), (3, 4, 2)]),
     ("matmul-nd-1d", F.matmul, [(3, 4), (4,)]),
+    ("linear", F.linear, [(2, 3, 4), (4, 2), (2,)]),
     ("exp", F.exp, [(3, 4)]),
     ("log", F.log, [("p", 3, 4)]),
     ("sqrt", F.sqrt, [("p", 3, 4)]),

@@ -8,7 +8,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "tinyattn"
 
 RANK = {
-    "backend": 0, "parallel": 0,
+    "backend": 0, "parallel": 0, "memory": 0,
     "autograd": 1,
     "functions": 2,
     "kernels": 2,

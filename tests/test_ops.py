@@ -47,6 +47,9 @@ CASES = [
     ("pow-float", lambda a: F.pow(a, 1.5), lambda a: a ** 1.5, [n((3, 4), "p")]),
     ("pow-tensor", F.pow, np.power, [n((3, 4), "p"), n((4,))]),
     ("rpow", lambda a: 2.0 ** a, lambda a: 2.0 ** a, [n((3,))]),
+    ("linear", F.linear, lambda x, w, b: x @ w + b, [n((2, 3, 4)), n((4, 5)), n((5,))]),
+    ("linear-2d-col-bias", F.linear, lambda x, w, b: x @ w + b, [n((3, 4)), n((4, 5)), n((3, 1))]),
+    ("linear-1d", F.linear, lambda x, w, b: x @ w + b, [n((4,)), n((4, 5)), n((5,))]),
     ("matmul-2d", F.matmul, np.matmul, [n((3, 4)), n((4, 5))]),
     ("matmul-batch-broadcast", lambda a, b: a @ b, np.matmul, [n((2, 1, 3, 4)), n((5, 4, 2))]),
     ("matmul-1d-1d", F.matmul, np.matmul, [n((4,)), n((4,))]),
@@ -290,3 +293,27 @@ def test_embedding_rejects_out_of_range_ids(ids):
     w = ta.tensor(np.ones((3, 2), np.float32), requires_grad=True)
     with pytest.raises(IndexError, match=r"embedding: ids must lie in \[0, 3\)"):
         F.embedding(np.array(ids), w)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4), (4,)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_equals_textbook_bits_and_double_backward(backend, shape, dtype):
+    """F.linear (one node, the bias added in place into the product) equals x @ W + b bit for bit,
+    forward and every gradient; double backward through it matches the textbook form too."""
+    rng = np.random.default_rng(11)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in (shape, (4, 5), (5,))]
+    gy = rng.standard_normal(shape[:-1] + (5,)).astype(dtype)
+    outs = []
+    for f in (F.linear, lambda x, w, b: x @ w + b):
+        xs = [ta.tensor(a, requires_grad=True) for a in arrays]
+        y = f(*xs)
+        y.backward(ta.tensor(gy))
+        outs.append([as_numpy(y.data)] + [as_numpy(x.grad.data) for x in xs])
+    for a, b in zip(*outs):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    xs = [ta.tensor(a.astype(np.float64), requires_grad=True) for a in arrays]
+    ta.gradgradcheck(F.linear, xs)
+    with pytest.raises(ValueError, match="linear: bias of shape"):
+        F.linear(*[ta.tensor(a) for a in arrays[:2]], ta.tensor(np.ones(3, dtype)))
+    with pytest.raises(ValueError, match="linear: .* inner dimensions"):
+        F.linear(ta.tensor(np.ones((2, 3), dtype)), *[ta.tensor(a) for a in arrays[1:]])

@@ -6,7 +6,8 @@ Layers of the design (lower never imports higher):
 """
 import numpy as np
 
-from . import backend, parallel
+from . import backend, parallel, memory
+from .memory import set_host_memory_cache, get_host_memory_cache, release_host_memory
 from .parallel import set_num_threads, get_num_threads
 from .backend import use_backend, get_backend, manual_seed, get_array_module, gpu_available
 from .autograd import Tensor, Function, no_grad, enable_grad, is_grad_enabled, grad
@@ -17,6 +18,8 @@ from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from . import check
 
 __version__ = "0.1.0"
+
+memory._apply_at_import()       # keep freed host memory for reuse (opt out: TINYATTN_HOST_MEMORY_CACHE=0)
 
 float32, float64, int64 = np.float32, np.float64, np.int64
 

@@ -340,17 +340,36 @@ class Adam(Optimizer):
                     pd *= 1 - lr * wd            # AdamW: shrink the weights, not the gradient
                 else:
                     g = g + wd * pd
+            if g.dtype != m.dtype:                   # (a gradient of another dtype: NumPy's
+                m *= b1                              # promotions, with temporaries)
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                if amsgrad:
+                    xp.maximum(vmax, v, out=vmax)
+                    v = vmax
+                denom = xp.sqrt(v)
+                denom /= bias2
+                denom += eps
+                pd -= step_size * (m / denom)
+                return
+            # the same operations in the same order, through one scratch block
             m *= b1
-            m += (1 - b1) * g
+            tmp = xp.multiply(g, 1 - b1)                 # (1 − β₁) g
+            m += tmp
             v *= b2
-            v += (1 - b2) * (g * g)
+            tmp = xp.multiply(g, g, out=tmp)
+            tmp *= 1 - b2                                # (1 − β₂) g²
+            v += tmp
             if amsgrad:
                 xp.maximum(vmax, v, out=vmax)
                 v = vmax
-            denom = xp.sqrt(v)
+            denom = xp.sqrt(v, out=tmp)
             denom /= bias2
             denom += eps
-            pd -= step_size * (m / denom)
+            step = xp.divide(m, denom, out=denom)
+            step *= step_size
+            pd -= step
         parallel.rows(kernel, p.data, g, state["exp_avg"], state["exp_avg_sq"],
                       state.get("max_exp_avg_sq"), tail=0)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, array_of
-from ..functions import concat, split
+from ..functions import concat, linear, split
 from ..kernels.attention import ScaledDotProductAttention
 from ..functions.masks import as_mask, causal_mask, combine_masks
 from ..functions import sigmoid
@@ -233,10 +233,11 @@ class MultiHeadAttention(Module):
         ns = [w.shape[2] for w in ks]
         W = ks[0].reshape(d, H * ns[0]) if len(ks) == 1 else \
             concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], axis=1)
-        y = x.reshape(-1, d) @ W
+        b = None
         if self.use_bias:
             bs = [getattr(self, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
-            y = y + (bs[0] if len(bs) == 1 else concat(bs, axis=0))
+            b = bs[0] if len(bs) == 1 else concat(bs, axis=0)
+        y = linear(x.reshape(-1, d), W, b)                       # x W + b: one node
         parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
         return [part.reshape(*lead, H, n) for part, n in zip(parts, ns)]
 
@@ -392,9 +393,8 @@ class MultiHeadAttention(Module):
             o = o * g
         out_shape = self.output_kernel.shape[2:]
         n_out = int(np.prod(out_shape))
-        y = o.reshape(-1, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
-        if self.use_bias:
-            y = y + self.output_bias.reshape(n_out)
+        y = linear(o.reshape(-1, H * vd), self.output_kernel.reshape(H * vd, n_out),
+                   self.output_bias.reshape(n_out) if self.use_bias else None)
         y = y.reshape(tuple(query.shape[:-1]) + tuple(out_shape))
         if areg is not None:
             act.append(areg(y) * (1.0 / y.shape[0]))
@@ -500,9 +500,8 @@ class MultiHeadAttention(Module):
         vd = self.value_dim
         out_shape = self.output_kernel.shape[2:]
         n_out = int(np.prod(out_shape))
-        y = o.transpose(0, 2, 1, 3).reshape(B * L, H * vd) @ self.output_kernel.reshape(H * vd, n_out)
-        if self.use_bias:
-            y = y + self.output_bias.reshape(n_out)
+        y = linear(o.transpose(0, 2, 1, 3).reshape(B * L, H * vd), self.output_kernel.reshape(H * vd, n_out),
+                   self.output_bias.reshape(n_out) if self.use_bias else None)
         y = y.reshape((B, L) + tuple(out_shape))
         wts = None
         if need_weights:

@@ -4,7 +4,7 @@ Importing this package also gives ``Tensor`` its operators and NumPy-style metho
 autograd core never imports anything above it.
 """
 from ..autograd import Tensor, broadcast_to, sum_to
-from .arith import add, sub, mul, div, neg, pow, matmul, install as _install_arith
+from .arith import add, sub, mul, div, neg, pow, matmul, linear, install as _install_arith
 from .elementwise import (exp, log, sqrt, abs, tanh, sigmoid, relu, leaky_relu, gelu, erf, softplus,
                           clip, maximum, minimum, where, astype)
 from .reduce import sum, mean, var, max, min, logsumexp
@@ -69,7 +69,7 @@ def _document():
 _install(Tensor)
 _document()
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs", "tanh",
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "linear", "exp", "log", "sqrt", "abs", "tanh",
            "sigmoid", "relu", "leaky_relu", "gelu", "erf", "softplus", "clip", "maximum", "minimum",
            "where", "astype", "sum", "mean", "var", "max", "min", "logsumexp", "reshape", "transpose",
            "permute", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to", "concat", "stack",

@@ -136,27 +136,67 @@ class MatMul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        if a.ndim == 1 and b.ndim == 1:        # dot product: y is a scalar
-            return gy * b, gy * a
-        a2 = a.reshape(1, -1) if a.ndim == 1 else a
-        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
-        if a.ndim == 1:
-            gy = apply(ExpandDims(-2), gy)
-        if b.ndim == 1:
-            gy = apply(ExpandDims(-1), gy)
-        ga = apply(MatMul(), gy, b2.swapaxes(-1, -2)) if self._inputs[0].requires_grad else None
-        gb = None
-        if self._inputs[1].requires_grad:
-            if b2.ndim == 2 and a2.ndim > 2:   # shared weight: one big GEMM over the whole stack
-                k, n = a2.shape[-1], gy.shape[-1]
-                gb = apply(MatMul(), a2.reshape(-1, k).swapaxes(0, 1), gy.reshape(-1, n))
-            else:
-                gb = apply(MatMul(), a2.swapaxes(-1, -2), gy)
-        if a.ndim == 1 and ga is not None:
-            ga = ga.squeeze(-2)
-        if b.ndim == 1 and gb is not None:
-            gb = gb.squeeze(-1)
-        return ga, gb
+        return _matmul_backward(a, b, gy, self._inputs[0].requires_grad, self._inputs[1].requires_grad)
+
+
+def _matmul_backward(a, b, gy, need_a, need_b):
+    """(ga, gb) of y = a @ b (MatMul's formulas; arrays, or Tensors under create_graph)."""
+    if a.ndim == 1 and b.ndim == 1:        # dot product: y is a scalar
+        return gy * b, gy * a
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    if a.ndim == 1:
+        gy = apply(ExpandDims(-2), gy)
+    if b.ndim == 1:
+        gy = apply(ExpandDims(-1), gy)
+    ga = apply(MatMul(), gy, b2.swapaxes(-1, -2)) if need_a else None
+    gb = None
+    if need_b:
+        if b2.ndim == 2 and a2.ndim > 2:   # shared weight: one big GEMM over the whole stack
+            k, n = a2.shape[-1], gy.shape[-1]
+            gb = apply(MatMul(), a2.reshape(-1, k).swapaxes(0, 1), gy.reshape(-1, n))
+        else:
+            gb = apply(MatMul(), a2.swapaxes(-1, -2), gy)
+    if a.ndim == 1 and ga is not None:
+        ga = ga.squeeze(-2)
+    if b.ndim == 1 and gb is not None:
+        gb = gb.squeeze(-1)
+    return ga, gb
+
+
+class Linear(Function):
+    """y = x @ W + b as one node (a Dense layer's affine map; textbook form: ``x @ W + b``, two nodes).
+
+        x (..., k),  W (k, n),  b (n,) (anything broadcastable to y),  y (..., n)
+        gx = gy @ Wᵀ,  gW = xᵀ gy (one GEMM over the flattened stack),  gb = gy (the engine sums it
+        to b's shape)
+
+    Forward adds b in place into the fresh product (no second array of y's size); backward is
+    MatMul's and Add's, so results are bit-identical to ``x @ W + b``. Double backward works (the
+    same formulas on Tensors).
+    """
+
+    def forward(self, x, w, b):
+        if x.ndim == 0 or w.ndim != 2:
+            raise ValueError(f"linear: x must be at least 1-D and W 2-D (k, n), got shapes {x.shape} and {w.shape}")
+        if x.shape[-1] != w.shape[0]:
+            raise ValueError(f"linear: {tuple(x.shape)} @ {tuple(w.shape)}: inner dimensions "
+                             f"{x.shape[-1]} and {w.shape[0]} differ")
+        y = _matmul(x, w)
+        try:
+            shape = np.broadcast_shapes(y.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not broadcast to the product's "
+                             f"shape {tuple(y.shape)}; give b shape ({w.shape[1]},)") from None
+        if shape == y.shape and np.result_type(y.dtype, b.dtype) == y.dtype:
+            y += b                             # y is the fresh product (or a view of it): ours alone
+            return y
+        return y + b
+
+    def backward(self, gy):
+        x, w, _ = self.inputs
+        ga, gw = _matmul_backward(x, w, gy, self._inputs[0].requires_grad, self._inputs[1].requires_grad)
+        return ga, gw, gy if self._inputs[2].requires_grad else None
 
 
 def _matmul(a, b):
@@ -202,6 +242,11 @@ def matmul(a, b):
     return MatMul()(a, b)
 
 
+def linear(x, w, b=None):
+    """y = x @ W + b in one graph node (:class:`Linear`); ``b=None``: just x @ W."""
+    return MatMul()(x, w) if b is None else Linear()(x, w, b)
+
+
 def _rev(cls):
     return lambda self, other: cls()(other, self)
 
@@ -225,4 +270,4 @@ def install(T):
     T.matmul = T.__matmul__
 
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "Tensor"]
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "linear", "Tensor"]

@@ -8,13 +8,18 @@ import math
 
 import numpy as np
 
-from ..autograd import Function, Tensor, apply
+from ..autograd import Function, Tensor, apply, is_grad_enabled
 from .. import backend, parallel
 
 
 def _big(a):
     """True for a NumPy array large enough for the thread pool (tinyattn.parallel)."""
     return parallel.active(a)
+
+
+def _host_float(a):
+    """True for a NumPy float array: the in-place kernels apply (on any number of threads)."""
+    return type(a) is np.ndarray and a.dtype.kind == "f"
 
 
 def _fresh(a, *others):
@@ -322,48 +327,106 @@ class Erf(Function):
         return gy * apply(Exp(), -(x * x)) * (2 / math.sqrt(math.pi))
 
 
-def _gelu(a, o):
-    """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block)."""
-    o[...] = _erf_array(a * (1 / math.sqrt(2)))
-    o += 1
-    np.multiply(a, o, out=o)
+def _flat_chunks(*arrays):
+    """Matching (start, stop) chunks of ``_ERF_CHUNK`` elements over flat views of ``arrays`` (all
+    of one shape and C-contiguous), or None when they are not (then work on the whole arrays)."""
+    if not all(a.flags.c_contiguous and a.shape == arrays[0].shape for a in arrays):
+        return None
+    return [a.reshape(-1) for a in arrays], _chunks(arrays[0].size)
+
+
+def _erf_chunk(x):
+    """:func:`_erf_block` on one chunk, with :func:`_erf_numpy`'s silenced warnings (its first pass
+    over-/underflows on inputs whose values it then replaces)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _erf_block(x)
+
+
+def _gelu(a, o, phi=None):
+    """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block), and
+    phi = (erf(a/√2) + 1) ⊙ ½ = Φ(a) when given (kept for backward: its cdf, the same bits).
+    Contiguous blocks go through in cache-sized chunks written straight into ``o``: no temporary of
+    the block's size (the same elementwise operations, so the same bits)."""
+    flat = _flat_chunks(a, o) if phi is None else _flat_chunks(a, o, phi)
+    if flat is None:
+        _gelu_block(a, o, phi, _erf_array(a * (1 / math.sqrt(2))))
+        return
+    (fa, fo, *fp), chunks = flat
+    for i, j in chunks:
+        ai = fa[i:j]
+        _gelu_block(ai, fo[i:j], fp[0][i:j] if fp else None, _erf_chunk(ai * (1 / math.sqrt(2))))
+
+
+def _gelu_block(a, o, phi, e):
+    """o = a ⊙ (e + 1) ⊙ ½ and phi = (e + 1) ⊙ ½, given e = erf(a/√2)."""
+    if phi is None:
+        np.add(e, 1, out=o)
+        np.multiply(a, o, out=o)
+    else:
+        np.add(e, 1, out=phi)
+        np.multiply(a, phi, out=o)
+        phi *= 0.5
     o *= 0.5
 
 
-def _gelu_grad(g, x, o):
-    """o = g ⊙ (Φ(x) + x φ(x)) (GELU.backward's operations on arrays, in its order, on one block)."""
-    cdf = _erf_array(x * (1 / math.sqrt(2)))
+def _gelu_grad(g, x, o, phi=None):
+    """o = g ⊙ (Φ(x) + x φ(x)) (GELU.backward's operations on arrays, in its order, on one block;
+    contiguous blocks in cache-sized chunks, as :func:`_gelu`). ``phi``: Φ(x) kept by the forward
+    pass (else recomputed: one more erf)."""
+    flat = _flat_chunks(g, x, o) if phi is None else _flat_chunks(g, x, o, phi)
+    if flat is None:
+        _gelu_grad_block(g, x, o, _gelu_cdf(x) if phi is None else phi)
+        return
+    (fg, fx, fo, *fp), chunks = flat
+    for i, j in chunks:
+        xi = fx[i:j]
+        _gelu_grad_block(fg[i:j], xi, fo[i:j], fp[0][i:j] if fp else _gelu_cdf(xi, chunk=True))
+
+
+def _gelu_cdf(x, chunk=False):
+    """Φ(x) = (erf(x/√2) + 1) ⊙ ½ (GELU.backward's operations, in its order)."""
+    cdf = (_erf_chunk if chunk else _erf_array)(x * (1 / math.sqrt(2)))
     cdf += 1
     cdf *= 0.5
+    return cdf
+
+
+def _gelu_grad_block(g, x, o, cdf):
+    """o = g ⊙ (Φ + x φ(x)), given cdf = Φ(x) (not overwritten)."""
     pdf = x * x
     pdf *= -0.5
     np.exp(pdf, out=pdf)
     pdf *= 1 / math.sqrt(2 * math.pi)
     pdf *= x
-    cdf += pdf
-    np.multiply(g, cdf, out=o)
+    pdf += cdf                               # Φ + x φ (= cdf + pdf: addition commutes, same bits)
+    np.multiply(g, pdf, out=o)
 
 
 class GELU(Function):
     """y = x Φ(x), Φ the standard normal CDF = ½(1 + erf(x/√2)) (exact form, Keras/PyTorch default).
     gx = gy ⊙ (Φ(x) + x φ(x)),  φ(x) = e^(−x²/2)/√(2π).
 
-    Forward keeps Φ(x) (one array of x's shape) so that backward needs no second erf; under
-    ``create_graph`` Φ is recomputed with differentiable ops. On NumPy, large arrays are processed
-    in cache-sized chunks (forward and backward alike)."""
+    On NumPy with gradients enabled, forward keeps Φ(x) (one array of x's shape, freed after
+    backward) so that backward needs no second erf — erf is most of GELU's cost here (~4× the rest
+    of its backward); under ``create_graph`` Φ is recomputed with differentiable ops. Large arrays
+    are processed in cache-sized chunks written straight into the outputs (forward and backward
+    alike): no temporaries of x's size."""
+
+    phi = None
 
     def forward(self, x):
-        if _big(x) and x.dtype.kind == "f":
+        if _host_float(x):                   # NumPy: the chunked kernel (row blocks on the pool)
             y = _fresh(x)
-            parallel.rows(_gelu, x, y, tail=0)
+            self.phi = np.empty_like(y) if is_grad_enabled() else None
+            parallel.rows(_gelu, x, y, self.phi, tail=0)
             return y
         return x * (_erf_array(x * (1 / math.sqrt(2))) + 1) * 0.5
 
     def backward(self, gy):
         x = self.inputs[0]
-        if not self._as_tensors and _big(gy) and gy.shape == x.shape and x.dtype.kind == "f":
+        if not self._as_tensors and _host_float(gy) and gy.shape == x.shape and _host_float(x):
             gx = _fresh(gy, x)
-            parallel.rows(_gelu_grad, gy, x, gx, tail=0)
+            parallel.rows(_gelu_grad, gy, x, gx, self.phi, tail=0)
             return gx
         cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
         pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))

@@ -50,12 +50,12 @@ class LayerNormFn(Function):
             r = np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
             eps = self.epsilon
 
-            def kernel(x, gamma, beta, y, xhat, r):      # a block of rows; _normalize's operations
-                mu = x.mean(axis=-1, keepdims=True)
-                xc = x - mu
-                var = (xc * xc).mean(axis=-1, keepdims=True)
+            def kernel(x, gamma, beta, y, xhat, r):      # a block of rows; _normalize's operations,
+                mu = x.mean(axis=-1, keepdims=True)      # with xhat holding xc and y holding xc²
+                xc = np.subtract(x, mu, out=xhat)        # (no temporaries of x's size)
+                var = np.multiply(xc, xc, out=y).mean(axis=-1, keepdims=True)
                 r[...] = (var + eps) ** -0.5
-                np.multiply(xc, r, out=xhat)
+                xc *= r                                  # xhat = xc · r
                 np.multiply(xhat, gamma, out=y)
                 y += beta
             parallel.rows(kernel, x, gamma, beta, y, xhat, r)
@@ -72,10 +72,20 @@ class LayerNormFn(Function):
             gx = np.empty_like(x) if need_x else None
             gg = np.empty_like(x) if need_g else None
 
+            inplace = x.flags.c_contiguous and gy.flags.c_contiguous
+
             def kernel(gy, gamma, xhat, r, gx, gg):      # a block of rows; the formulas below
-                if gx is not None:
-                    gxh = gy * gamma
-                    t = gxh - gxh.mean(axis=-1, keepdims=True)
+                if gx is not None and inplace:           # gx holds g x̂, then t; gg (or a block
+                    gxh = np.multiply(gy, gamma, out=gx)  # of scratch) holds g x̂ ⊙ x̂, then x̂ · m₂
+                    tmp = gg if gg is not None else np.empty_like(gx)
+                    m1 = gxh.mean(axis=-1, keepdims=True)
+                    m2 = np.multiply(gxh, xhat, out=tmp).mean(axis=-1, keepdims=True)
+                    gxh -= m1
+                    gxh -= np.multiply(xhat, m2, out=tmp)
+                    gxh *= r
+                elif gx is not None:                     # (strided arrays: the same formulas with
+                    gxh = gy * gamma                     # temporaries, whose layout fixes the
+                    t = gxh - gxh.mean(axis=-1, keepdims=True)   # order of the row sums)
                     t -= xhat * (gxh * xhat).mean(axis=-1, keepdims=True)
                     np.multiply(r, t, out=gx)
                 if gg is not None:

@@ -136,9 +136,8 @@ class Dense(Module):
         if x.ndim < 1 or x.shape[-1] != d:
             raise ValueError(f"Dense: expected input (…, {d}), got shape {x.shape}")
         lead = x.shape[:-1]
-        y = (x.reshape(-1, d) if x.ndim != 2 else x) @ self.kernel
-        if self.use_bias:
-            y = y + self.bias
+        y = F.linear(x.reshape(-1, d) if x.ndim != 2 else x, self.kernel,   # x W + b: one node
+                     self.bias if self.use_bias else None)
         if x.ndim != 2:
             y = y.reshape(*lead, self.units)
         return self.activation(y)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..functions import concat, split
+from ..functions import concat, linear, split
 from ..attention import scaled_dot_product_attention, as_mask, combine_masks
 
 __all__ = ["LayerKVCache", "KVCache", "project_heads", "mha_attend", "offset_causal_mask"]
@@ -83,10 +83,11 @@ def project_heads(mha, x, names):
                              f"the layer was built for inputs of size {w.shape[0]}")
     ns = [w.shape[2] for w in ks]
     W = ks[0].reshape(d, H * ns[0]) if len(ks) == 1 else concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], 1)
-    y = x.reshape(B * T, d) @ W
+    b = None
     if mha.use_bias:
         bs = [getattr(mha, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
-        y = y + (bs[0] if len(bs) == 1 else concat(bs, axis=0))
+        b = bs[0] if len(bs) == 1 else concat(bs, axis=0)
+    y = linear(x.reshape(B * T, d), W, b)                      # x W + b: one node
     parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
     return [p.reshape(B, T, H, n).transpose(0, 2, 1, 3) for p, n in zip(parts, ns)]
 
@@ -148,7 +149,6 @@ def mha_attend(mha, x, kv=None, *, mask=None, key_mask=None, causal=False, bias=
     H, dv = o.shape[1], o.shape[3]
     Wo = mha.output_kernel
     n_out = int(np.prod(Wo.shape[2:]))
-    y = o.transpose(0, 2, 1, 3).reshape(B * tq, H * dv) @ Wo.reshape(H * dv, n_out)
-    if mha.use_bias:
-        y = y + mha.output_bias.reshape(n_out)
+    y = linear(o.transpose(0, 2, 1, 3).reshape(B * tq, H * dv), Wo.reshape(H * dv, n_out),
+               mha.output_bias.reshape(n_out) if mha.use_bias else None)
     return y.reshape((B, tq) + tuple(Wo.shape[2:])), w
