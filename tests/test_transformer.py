@@ -177,6 +177,21 @@ def test_lm_causal_and_generation(rng):
         lm(rng.integers(0, 11, (1, 13)))
 
 
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_generation_slides_a_max_len_window(rng, positions):
+    """Past max_len every step sees the last max_len tokens (nanoGPT's crop), with or without the
+    cache; each token is the argmax of a full forward over exactly that window."""
+    lm = DecoderOnlyLM(11, D, H, 2, FF, max_len=6, positions=positions).astype(np.float64)
+    _perturb(lm, rng, 0.5)
+    prompt = rng.integers(0, 11, (2, 3))
+    g1 = lm.generate(prompt, 10, greedy=True)
+    g2 = lm.generate(prompt, 10, greedy=True, use_cache=False)
+    np.testing.assert_array_equal(g1, g2)
+    for t in range(3, 13):
+        ctx = g1[:, max(0, t - 6):t]
+        np.testing.assert_array_equal(lm(ctx).numpy()[:, -1].argmax(-1), g1[:, t])
+
+
 def test_top_k_sampling_support(rng):
     logits = np.array([[0.0, 5.0, 4.0, -1.0, 3.0]])
     seen = {int(DecoderOnlyLM._pick(logits, 1.0, 2, False, np.random.default_rng(s))[0]) for s in range(200)}

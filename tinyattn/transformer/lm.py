@@ -102,8 +102,15 @@ class DecoderOnlyLM(Module):
         softmax(ℓ / temperature) restricted to the ``top_k`` largest logits. Sampling draws from
         ``np.random.default_rng(seed)`` (``seed=None``: tinyattn's seeded generator), on the host.
         With ``use_cache`` the prompt is run once and each new token attends through the KV cache;
-        otherwise the whole (cropped to max_len) context is recomputed each step. Runs in eval mode
-        without recording a graph.
+        otherwise the whole context is recomputed each step. Runs in eval mode without recording a
+        graph.
+
+        The context never exceeds ``max_len``, the longest the model was built (and trained) for:
+        past it, each step sees the last ``max_len`` tokens (a sliding window, recomputed: learned
+        and sinusoidal positions end there, and RoPE scores at offsets never seen in training
+        turn the text to noise), as nanoGPT's ``generate`` crops to its block size. The cache
+        serves every step up to ``max_len``, so cached and uncached generation see the same
+        contexts and give the same tokens.
         """
         if temperature <= 0 and not greedy:
             raise ValueError(f"DecoderOnlyLM.generate: temperature must be > 0 (or greedy=True), got {temperature}")
@@ -114,9 +121,6 @@ class DecoderOnlyLM(Module):
             out = out[None]
         if out.ndim != 2 or out.shape[1] == 0:
             raise ValueError(f"DecoderOnlyLM.generate: prompt must be (B, T₀) with T₀ ≥ 1, got {out.shape}")
-        limited = self.positional is not None
-        if use_cache and limited and out.shape[1] + max_new_tokens > self.max_len:
-            use_cache = False                       # learned positions end at max_len: slide the window
         rng = np.random.default_rng(seed) if seed is not None else backend.rng(np)
         was_training = self.training
         self.eval()
@@ -125,7 +129,9 @@ class DecoderOnlyLM(Module):
                 cache = self.new_cache() if use_cache else None
                 step_in = out
                 for _ in range(max_new_tokens):
-                    if not use_cache and limited:
+                    if use_cache and out.shape[1] > self.max_len:
+                        use_cache, cache = False, None      # the window is full: slide it from here on
+                    if not use_cache:
                         step_in = out[:, -self.max_len:]
                     logits = backend.as_numpy(self.forward(step_in, cache=cache).data[:, -1]).astype(np.float64)
                     nxt = self._pick(logits, temperature, top_k, greedy, rng)
