@@ -76,6 +76,23 @@ def test_adam_first_step_is_lr_times_sign(rng):
     np.testing.assert_allclose(p.numpy(), p0 - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-12)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_casts_a_gradient_of_another_dtype_to_the_state(rng, amsgrad):
+    """A float64 gradient on a float32 parameter updates it in float32, exactly as the same gradient
+    rounded to float32 does; the state stays float32."""
+    w = rng.standard_normal(70_000).astype(np.float32)           # large enough for the pool's chunks
+    gs = [rng.standard_normal(w.shape) for _ in range(3)]
+    ps = [Parameter(ta.tensor(w).data), Parameter(ta.tensor(w).data)]     # (on the test's device)
+    opts = [optim.AdamW([p], lr=0.01, weight_decay=0.1, amsgrad=amsgrad) for p in ps]
+    for g in gs:
+        for p, opt, gi in zip(ps, opts, (g, g.astype(np.float32))):
+            p.grad = ta.tensor(gi)
+            opt.step()
+    assert ps[0].data.dtype == np.float32
+    assert all(v.dtype == np.float32 for v in opts[0].state[id(ps[0])].values() if hasattr(v, "dtype"))
+    np.testing.assert_array_equal(ps[0].numpy(), ps[1].numpy())
+
+
 def test_adamw_decay_is_decoupled(rng):
     """With a zero gradient, Adam's L2 term still moves p (through m/v) but AdamW only shrinks it."""
     p = Parameter(ta.tensor(rng.standard_normal(4)).data)

@@ -340,20 +340,7 @@ class Adam(Optimizer):
                     pd *= 1 - lr * wd            # AdamW: shrink the weights, not the gradient
                 else:
                     g = g + wd * pd
-            if g.dtype != m.dtype:                   # (a gradient of another dtype: NumPy's
-                m *= b1                              # promotions, with temporaries)
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-                if amsgrad:
-                    xp.maximum(vmax, v, out=vmax)
-                    v = vmax
-                denom = xp.sqrt(v)
-                denom /= bias2
-                denom += eps
-                pd -= step_size * (m / denom)
-                return
-            # the same operations in the same order, through one scratch block
+            # (g has the parameter's dtype: step() casts it.) One scratch block for the temporaries
             m *= b1
             tmp = xp.multiply(g, 1 - b1)                 # (1 − β₁) g
             m += tmp

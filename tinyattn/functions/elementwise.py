@@ -335,13 +335,6 @@ def _flat_chunks(*arrays):
     return [a.reshape(-1) for a in arrays], _chunks(arrays[0].size)
 
 
-def _erf_chunk(x):
-    """:func:`_erf_block` on one chunk, with :func:`_erf_numpy`'s silenced warnings (its first pass
-    over-/underflows on inputs whose values it then replaces)."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _erf_block(x)
-
-
 def _gelu(a, o, phi=None):
     """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block), and
     phi = (erf(a/√2) + 1) ⊙ ½ = Φ(a) when given (kept for backward: its cdf, the same bits).
@@ -354,7 +347,7 @@ def _gelu(a, o, phi=None):
     (fa, fo, *fp), chunks = flat
     for i, j in chunks:
         ai = fa[i:j]
-        _gelu_block(ai, fo[i:j], fp[0][i:j] if fp else None, _erf_chunk(ai * (1 / math.sqrt(2))))
+        _gelu_block(ai, fo[i:j], fp[0][i:j] if fp else None, _erf_array(ai * (1 / math.sqrt(2))))
 
 
 def _gelu_block(a, o, phi, e):
@@ -380,12 +373,12 @@ def _gelu_grad(g, x, o, phi=None):
     (fg, fx, fo, *fp), chunks = flat
     for i, j in chunks:
         xi = fx[i:j]
-        _gelu_grad_block(fg[i:j], xi, fo[i:j], fp[0][i:j] if fp else _gelu_cdf(xi, chunk=True))
+        _gelu_grad_block(fg[i:j], xi, fo[i:j], fp[0][i:j] if fp else _gelu_cdf(xi))
 
 
-def _gelu_cdf(x, chunk=False):
+def _gelu_cdf(x):
     """Φ(x) = (erf(x/√2) + 1) ⊙ ½ (GELU.backward's operations, in its order)."""
-    cdf = (_erf_chunk if chunk else _erf_array)(x * (1 / math.sqrt(2)))
+    cdf = _erf_array(x * (1 / math.sqrt(2)))
     cdf += 1
     cdf *= 0.5
     return cdf
