@@ -338,3 +338,43 @@ def test_loading_weights_invalidates_graphs_built_on_the_old_ones():
         change()
         with pytest.raises(RuntimeError):
             y.backward()
+
+
+def test_the_fast_tensor_wrapper_sets_every_slot_as_init_does():
+    """Function.__call__ wraps ndarray results with Tensor._wrap (no __init__ conversions): it must
+    leave a Tensor in exactly the state Tensor(a) does."""
+    from tinyattn.autograd import Tensor
+    a = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    t, u = Tensor(a), Tensor._wrap(a)
+    for slot in Tensor.__slots__:
+        if slot in ("__weakref__", "_keras_mask"):
+            continue
+        assert getattr(u, slot) is getattr(t, slot) or getattr(u, slot) == getattr(t, slot), slot
+    assert not hasattr(u, "_keras_mask") and not hasattr(t, "_keras_mask")
+
+
+def test_grad_mode_counter_returns_to_zero_in_every_thread():
+    """Ops skip the thread-local grad flag while no thread is inside no_grad (a global count of
+    open no_grad contexts); the count must come back to 0 after nesting, exceptions and threads."""
+    import threading
+    from tinyattn import autograd
+    assert autograd._off == 0
+    with pytest.raises(ZeroDivisionError):
+        with ta.no_grad():
+            with ta.enable_grad():
+                with ta.no_grad():
+                    assert autograd._off == 2
+                    1 / 0
+    assert autograd._off == 0 and ta.is_grad_enabled()
+    def work():
+        for _ in range(200):
+            with ta.no_grad():
+                pass
+    ths = [threading.Thread(target=work) for _ in range(4)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert autograd._off == 0
+    x = ta.tensor(np.ones(2), requires_grad=True)
+    assert (x * 2.0).requires_grad

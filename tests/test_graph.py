@@ -142,3 +142,23 @@ def test_png_with_graphviz(tmp_path):
 def test_draw_graph_rejects_non_tensors():
     with pytest.raises(TypeError, match="expected a Tensor"):
         draw_graph(np.ones(3))
+
+
+def test_the_skeleton_keeps_parameters_and_frees_other_leaves():
+    """After backward the graph keeps its parameters (leaves that require grad) as themselves, as
+    PyTorch's AccumulateGrad nodes do, while a data leaf and intermediates are freed to stand-ins."""
+    rng = np.random.default_rng(0)
+    w = ta.tensor(rng.standard_normal((5, 2)), requires_grad=True)
+    x = ta.tensor(rng.standard_normal((3, 5)))                  # data: no gradient
+    loss = (x @ w).tanh().sum()
+    refs = weakref.ref(w), weakref.ref(x)
+    del w, x
+    loss.backward()
+    gc.collect()
+    mm = loss.creator.input_tensors[0].creator.input_tensors[0].creator
+    kept_w, data_x = refs[0](), refs[1]()
+    assert kept_w is not None and data_x is None
+    stand_in, param = mm.input_tensors
+    assert param is kept_w and param.grad is not None
+    assert isinstance(stand_in, ReleasedTensor) and stand_in.shape == (3, 5) and stand_in.creator is None
+    assert mm.input_tensors[0] is stand_in                     # one stand-in object, made once

@@ -6,12 +6,13 @@ vector-Jacobian product, side by side. Calling a Function on Tensors records the
     x ──▶ [Function] ──▶ y        y.creator = Function; Function.inputs = (x, ...)
                                    Function.outputs = (weakref(y), ...)
 
-``Tensor.backward()`` walks that graph from the output back to the leaves. Functions are visited in
-decreasing *generation* (a Function's generation is one more than its deepest input's creator), held
-in a heap, so each Function runs once, after every consumer of its outputs has sent its gradient, and
-no recursion is involved (a 100,000-op chain is fine). Functions of one generation run newest first
-(by a creation sequence number, as PyTorch), so gradients are summed in the same order in every run
-and float32 results repeat bit for bit.
+``Tensor.backward()`` walks that graph from the output back to the leaves. Functions are visited
+newest first, by a creation sequence number held in a heap (as PyTorch's ready queue): a Function is
+always created after the Functions that made its inputs, so each Function runs once, after every
+consumer of its outputs has sent its gradient, and no recursion is involved (a 100,000-op chain is
+fine). Gradients are summed in the same order in every run, so float32 results repeat bit for bit.
+(``generation``, one more than the deepest input's, is the graph depth: kept for walking and
+drawing the graph, not needed for the order.)
 
 Version counter (PyTorch's): each Tensor counts the in-place changes of its data (``optimizer.step()``,
 ``Tensor.bump_version()``), and backward raises a RuntimeError for a Function whose input was changed
@@ -52,20 +53,29 @@ class _Mode(threading.local):
 
 
 _mode = _Mode()
+_off = 0                      # grad-disabling contexts now open in all threads; while it is 0 every
+_off_lock = threading.Lock()  # thread records, and ops skip reading the (slower) thread-local flag
 
 
 def is_grad_enabled():
-    return _mode.enabled
+    return _off == 0 or _mode.enabled
 
 
 @contextlib.contextmanager
 def _grad_mode(enabled):
-    old = is_grad_enabled()
+    global _off
+    old = _mode.enabled
+    if not enabled:
+        with _off_lock:
+            _off += 1
     _mode.enabled = enabled
     try:
         yield
     finally:
         _mode.enabled = old
+        if not enabled:
+            with _off_lock:
+                _off -= 1
 
 
 def no_grad():
@@ -118,6 +128,17 @@ class Tensor:
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
+
+    @staticmethod
+    def _wrap(a, _new=object.__new__):
+        """``Tensor(a)`` for a fresh ndarray ``a`` (an op's result), minus ``__init__``'s conversions:
+        the ops' hot path. Sets every slot ``__init__`` sets (tests/test_engine_contract.py checks)."""
+        t = _new(Tensor)
+        t.data = a
+        t.grad = t.creator = t.name = None
+        t.generation = t._version = t._changed = 0
+        t._retain = t.requires_grad = False
+        return t
 
     def requires_grad_(self, flag=True):
         if flag and not _is_float(self.data.dtype):
@@ -210,6 +231,9 @@ class Tensor:
         run_backward([self], [grad], retain_graph=retain_graph, create_graph=create_graph)
 
 
+_wrap = Tensor._wrap
+
+
 def as_array(x, like):
     """Turn a scalar/list/array into an array on ``like``'s device with ``like``'s float dtype.
 
@@ -261,10 +285,18 @@ class Function:
             if not isinstance(x, Tensor):
                 xs = _to_tensors(inputs)
                 break
-        if len(xs) > 1:
+        if len(xs) == 1:
+            arrays = (xs[0].data,)
+        elif len(xs) == 2:                     # the common case, unrolled: one dtype, one array type
+            a, b = arrays = xs[0].data, xs[1].data
+            if a.dtype != b.dtype or type(a) is not type(b):
+                xs = _check_mix(self, xs)
+                arrays = xs[0].data, xs[1].data
+        else:
             xs = _check_mix(self, xs)
+            arrays = [x.data for x in xs]
         try:
-            ys = self.forward(*[x.data for x in xs])
+            ys = self.forward(*arrays)
         except (ValueError, IndexError) as e:  # NumPy's errors, reworded to name the op and shapes
             op, shapes = type(self).__name__.lower(), " and ".join(str(tuple(x.shape)) for x in xs)
             if "could not be broadcast" in str(e):
@@ -273,29 +305,54 @@ class Function:
             if str(e).startswith(op):
                 raise
             raise type(e)(f"{op}: {e} (input shapes {shapes})") from None
-        single = not isinstance(ys, tuple)
-        outs = (Tensor(ys),) if single else tuple([Tensor(y) for y in ys])
-        if _mode.enabled:
-            gen = -1                           # the deepest input that needs a gradient, if any
+        if type(ys) is not tuple:              # one output (most ops)
+            y = _wrap(ys) if type(ys) is np.ndarray else Tensor(ys)   # (ndarray: the cheap path)
+            if _off == 0 or _mode.enabled:
+                gen = -1                       # the deepest input that needs a gradient, if any
+                for x in xs:
+                    if x.requires_grad and x.generation > gen:
+                        gen = x.generation
+                if gen >= 0:                   # _record, inlined for the one-output hot path
+                    self.generation = gen
+                    self._seq = next(_sequence)
+                    self._inputs = xs
+                    if ys.dtype.kind == "f":
+                        y.requires_grad = True
+                        y.creator = self
+                        y.generation = gen + 1
+                    self.outputs = (weakref.ref(y),)
+            return y
+        outs = tuple([Tensor(y) for y in ys])
+        if _off == 0 or _mode.enabled:
+            gen = -1
             for x in xs:
                 if x.requires_grad and x.generation > gen:
                     gen = x.generation
             if gen >= 0:
-                self.generation = gen
-                self._seq = next(_sequence)    # creation order: backward's deterministic tie-break
-                self._inputs = xs
-                for o in outs:
-                    if o.data.dtype.kind == "f":
-                        o.requires_grad = True
-                        o.creator = self
-                        o.generation = gen + 1
-                self.outputs = [weakref.ref(o) for o in outs]
-        return outs[0] if single else outs
+                self._record(xs, outs, gen)
+        return outs
+
+    def _record(self, xs, outs, gen):
+        """Join the graph: remember the inputs, number this Function, make the outputs its own."""
+        self.generation = gen
+        self._seq = next(_sequence)            # creation order: backward's order and tie-break
+        self._inputs = xs
+        for o in outs:
+            if o.data.dtype.kind == "f":
+                o.requires_grad = True
+                o.creator = self
+                o.generation = gen + 1
+        self.outputs = (weakref.ref(outs[0]),) if len(outs) == 1 else tuple([weakref.ref(o) for o in outs])
 
     @property
     def inputs(self):
         """The inputs: arrays on the fast path, Tensors under create_graph."""
-        return self._inputs if self._as_tensors else [x.data for x in self._inputs]
+        xs = self._inputs
+        if self._as_tensors:
+            return xs
+        if len(xs) == 2:
+            return xs[0].data, xs[1].data
+        return [x.data for x in xs]
 
     @property
     def input_tensors(self):
@@ -304,14 +361,32 @@ class Function:
         (shape, dtype, name, creator; no data). Empty for a Function that recorded no graph."""
         if self._inputs is not None:
             return tuple(self._inputs)
-        return tuple(r if r._ref() is None else r._ref() for r in self._released)
+        rel = self._released
+        for i, r in enumerate(rel):
+            if type(r) is tuple:                   # made into a stand-in once, on first demand
+                rel[i] = ReleasedTensor._from_skeleton(r)
+        return tuple(r if type(r) is not ReleasedTensor or r._ref() is None else r._ref() for r in rel)
 
     def _release(self):
-        """Free what backward needed (the input Tensors, saved arrays); keep a skeleton for walking."""
-        self._released = list(map(ReleasedTensor, self._inputs))
+        """Free what backward needed (the input Tensors, saved arrays); keep a skeleton for walking.
+
+        A parameter (a leaf that requires grad) stays in the skeleton as itself, as PyTorch's graph
+        keeps its leaves (``AccumulateGrad`` holds the variable); any other input is kept as a tuple
+        (weakref, shape, dtype, name, creator, requires_grad, generation) that ``input_tensors``
+        turns into a :class:`ReleasedTensor` when asked (cheaper than making one per input here).
+        """
+        rel = []
+        for x in self._inputs:
+            if x.creator is None and x.requires_grad:
+                rel.append(x)
+            else:
+                a = x.data
+                rel.append((weakref.ref(x), a.shape, a.dtype, x.name, x.creator, x.requires_grad,
+                            x.generation))
+        self._released = rel
         self._inputs = None
         d = self.__dict__
-        if len(d) > 6:                             # more than the engine's own attributes: drop the
+        if len(d) > 5:                             # more than the engine's own attributes: drop the
             for k in [k for k, v in d.items() if k not in _ENGINE_KEYS and _holds_array(v)]:
                 d[k] = None                        # arrays saved for backward (masks, gates ...)
 
@@ -361,6 +436,14 @@ class ReleasedTensor:
         a = t.data
         self._ref, self.shape, self.dtype, self.name = weakref.ref(t), a.shape, a.dtype, t.name
         self.creator, self.requires_grad, self.generation = t.creator, t.requires_grad, t.generation
+
+    @classmethod
+    def _from_skeleton(cls, s):
+        """From ``Function._release``'s tuple (weakref, shape, dtype, name, creator, requires_grad,
+        generation)."""
+        r = object.__new__(cls)
+        r._ref, r.shape, r.dtype, r.name, r.creator, r.requires_grad, r.generation = s
+        return r
 
     is_leaf = property(lambda self: self.creator is None)
     ndim = property(lambda self: len(self.shape))
@@ -513,8 +596,9 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
 
 def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
     pending = {}   # id(t) -> [t, gradient so far]; holding t keeps it alive until its creator runs
-    # A min-heap of int keys −(generation·2⁶⁴ + seq): deepest generation first, and within one
-    # generation the most recently created Function first (as PyTorch). Ordering ties by creation
+    # A min-heap of keys −seq: the most recently created Function first (as PyTorch's ready queue).
+    # Creation order is a topological order (a Function is created after the Functions that made
+    # its inputs), so when f is popped every consumer of its outputs has run. Ordering by creation
     # sequence, never by id(f) (a memory address), makes the order in which gradients are summed,
     # hence float32 results, the same in every run.
     heap, queued = [], {}   # key -> f
@@ -527,7 +611,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
         pending[id(t)] = [t, g]
         f = t.creator
         if f is not None:
-            key = -((f.generation << 64) + f._seq)
+            key = -f._seq
             if key not in queued:
                 queued[key] = f
                 heappush(heap, key)
@@ -545,32 +629,45 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
             add_grad(r, g)
         keep = {}                             # non-leaf tensors whose gradient is kept or returned
         wanted = {id(t) for t in capture} if capture is not None else set()
-        while heap:                           # deepest generation first: all consumers are done
+        while heap:                           # newest first: all consumers are done
             f = queued[heappop(heap)]
             if f._inputs is None:
                 raise RuntimeError("backward through a graph a second time, but its buffers were freed; "
                                    "pass retain_graph=True to the first backward() to keep them")
-            gys, got = [], False
-            for ref in f.outputs:
-                o = ref()
+            outs = f.outputs
+            if len(outs) == 1:                    # one output (most ops)
+                o = outs[0]()
                 entry = None if o is None else pending.pop(id(o), None)
                 if entry is None:
-                    gys.append(None)
                     continue
                 if o._retain or (wanted and id(o) in wanted):
                     keep[id(o)] = entry
-                gys.append(entry[1])
-                got = True
-            if not got:
-                continue
+                gys = (entry[1],)
+            else:
+                gys, got = [], False
+                for ref in outs:
+                    o = ref()
+                    entry = None if o is None else pending.pop(id(o), None)
+                    if entry is None:
+                        gys.append(None)
+                        continue
+                    if o._retain or (wanted and id(o) in wanted):
+                        keep[id(o)] = entry
+                    gys.append(entry[1])
+                    got = True
+                if not got:
+                    continue
             if f._seq < last_change:             # older than some in-place change: check its inputs
                 for x in f._inputs:
                     if x._changed > f._seq:
                         _modified_in_place(f, x)
-            f._as_tensors = create_graph
-            gxs = f.backward(*gys)
-            f._as_tensors = False
-            if not isinstance(gxs, tuple):
+            if create_graph:
+                f._as_tensors = True
+                gxs = f.backward(*gys)
+                f._as_tensors = False
+            else:
+                gxs = f.backward(*gys)
+            if type(gxs) is not tuple:
                 gxs = (gxs,)
             for x, gx in zip(f._inputs, gxs):       # add_grad, inlined: this loop is the hot path
                 if gx is None or not x.requires_grad:
@@ -588,7 +685,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, capture):
                 pending[key] = [x, gx]
                 c = x.creator
                 if c is not None:
-                    key = -((c.generation << 64) + c._seq)
+                    key = -c._seq
                     if key not in queued:
                         queued[key] = c
                         heappush(heap, key)
