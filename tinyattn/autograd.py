@@ -241,7 +241,7 @@ def as_array(x, like):
     integer array is float32 (PyTorch's default dtype): ``int_tensor * 2.5`` is float32.
     (``np.float64`` is a Python float subclass, so NumPy float64 scalars count as Python floats.)
     """
-    xp = backend.get_array_module(like)
+    xp = np if type(like) is np.ndarray else backend.get_array_module(like)
     if isinstance(x, (int, float, bool)):
         if _is_float(like.dtype):
             dtype = like.dtype
@@ -493,8 +493,21 @@ def node_id(node):
 
 def _to_tensors(inputs):
     """Scalars and arrays among ``inputs`` become Tensors with the dtype/device of the first Tensor."""
-    like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
-    return [as_tensor(x, like) for x in inputs]
+    like = None
+    for x in inputs:
+        if isinstance(x, Tensor):
+            like = x.data
+            break
+    out = []
+    for x in inputs:
+        if isinstance(x, Tensor):
+            out.append(x)
+        elif like is None:
+            out.append(Tensor(x))
+        else:
+            a = as_array(x, like)
+            out.append(_wrap(a) if type(a) is np.ndarray else Tensor(a))
+    return out
 
 
 def _check_mix(fn, xs):
