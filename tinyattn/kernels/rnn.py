@@ -346,7 +346,7 @@ class _LSTMLoop(Function):
         self.reverse = tuple(bool(r) for r in reverse)
 
     def _forward(self, xp, x, h0s, c0s, Ks, Rs, bs):
-        """Run the loop; returns out (T, n, u, B) and the states H, C (T+1, n, u, B)."""
+        """Run the loop; returns out, H (views (T, u, n, B) and (T+1, u, n, B)) and C (T+1, u, n, B)."""
         T, B, d = x.shape
         n, u = len(Ks), Rs[0].shape[0]
         dt = x.dtype
@@ -362,28 +362,29 @@ class _LSTMLoop(Function):
             HX[k, u:u + d, :T] = (x[::-1] if r else x).transpose(2, 0, 1)
         if nb:
             HX[:, u + d, :T] = 1
-        H = HX[:, :u].transpose(2, 0, 1, 3)            # (T+1, n, u, B) view: H[t+1, k] = direction k's hᵀ after its step t
+        H = HX[:, :u].transpose(2, 1, 0, 3)            # (T+1, u, n, B) view: H[t+1] = the states hᵀ after step t
         W = xp.stack([xp.concatenate([Rs[k], Ks[k]] + ([bs[k][None]] if nb else []), axis=0) for k in range(n)])
         WT = xp.ascontiguousarray((_fm_gates(W) * sc).transpose(0, 2, 1))   # (n, 4u, nr): [R; K; b]ᵀ, scaled
-        A = ws.empty(xp, (T, n, 4 * u, B), dt)         # scaled z per step and direction; becomes the activations
-        C = ws.empty(xp, (T + 1, n, u, B), dt)
-        TC = ws.empty(xp, (T, n, u, B), dt)            # tanh(c') of each step
+        A = ws.empty(xp, (T, 4 * u, n, B), dt)         # scaled z per step; becomes the activations
+        C = ws.empty(xp, (T + 1, u, n, B), dt)
+        TC = ws.empty(xp, (T, u, n, B), dt)            # tanh(c') of each step
         for k in range(n):
-            H[0, k], C[0, k] = h0s[k].T, c0s[k].T
+            H[0, :, k], C[0, :, k] = h0s[k].T, c0s[k].T
         M = None
         if self.mask is not None:                      # (T, n, B): each direction's mask in its step order
             M = xp.stack([self.mask[::-1] if r else self.mask for r in self.reverse], axis=1)
-            out = xp.zeros((T, n, u, B), dtype=dt)
+            out = xp.zeros((T, u, n, B), dtype=dt)
         else:
             out = H[1:]
+        Z = xp.empty((n, 4 * u, B), dtype=dt)
         for t in range(T):
             a = A[t]
-            xp.matmul(WT, HX[:, :, t], out=a)          # the input projection rides in the recurrent matmul
-            xp.tanh(a, out=a)
-            s = a[:, :3 * u]                           # o, i, f: σ(z) = (1 + tanh(z/2)) / 2
+            xp.matmul(WT, HX[:, :, t], out=Z)          # the input projection rides in the recurrent matmul
+            xp.tanh(Z.transpose(1, 0, 2), out=a)       # (n, 4u, B) → (4u, n, B) on the way
+            s = a[:3 * u]                              # o, i, f: σ(z) = (1 + tanh(z/2)) / 2
             s *= 0.5
             s += 0.5
-            o, i, f, g = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
+            o, i, f, g = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
             c_new, tc, h_new = C[t + 1], TC[t], H[t + 1]
             xp.multiply(f, C[t], out=c_new)
             xp.multiply(i, g, out=tc)                  # tc as scratch before it gets tanh(c')
@@ -391,7 +392,7 @@ class _LSTMLoop(Function):
             xp.tanh(c_new, out=tc)
             xp.multiply(o, tc, out=h_new)
             if M is not None:
-                keep = M[t][:, None, :]                # (n, 1, B): True = a real step
+                keep = M[t][None]                      # (1, n, B): True = a real step
                 out[t] = xp.where(keep, h_new, out[t - 1] if t and not self.zero_output else 0)
                 xp.copyto(h_new, H[t], where=~keep)    # masked: carry the state through
                 xp.copyto(c_new, C[t], where=~keep)
@@ -402,7 +403,7 @@ class _LSTMLoop(Function):
         """BPTT. gouts (T, B, u), ghs, gcs (B, u): per direction, None = 0. need_w[k]: (K, R, b) flags.
         Returns gx (or None), gh, gc (lists of (B, u)), gK, gR, gb (lists; None where not needed)."""
         A, HX, C, TC = self.saved
-        T, n, u, B = TC.shape
+        T, u, n, B = TC.shape
         d = x.shape[-1]
         dt = x.dtype
         ws = _workspace
@@ -412,20 +413,20 @@ class _LSTMLoop(Function):
                 return None
             s = ws.empty(xp, shape, dt)
             for k, g in enumerate(gs):
-                s[..., k, :, :] = 0 if g is None else xp.swapaxes(g, -1, -2)
+                s[..., k, :] = 0 if g is None else xp.swapaxes(g, -1, -2)
             return s
 
-        gh = stacked((n, u, B), ghs)
-        gh = xp.zeros((n, u, B), dtype=dt) if gh is None else gh
-        gc = stacked((n, u, B), gcs)
-        gc = xp.zeros((n, u, B), dtype=dt) if gc is None else gc
-        gout = stacked((T, n, u, B), gouts)
-        # the gradient-independent factors of gz, for all steps at once, gate-major (4, T, n, u, B):
+        gh = stacked((u, n, B), ghs)
+        gh = xp.zeros((u, n, B), dtype=dt) if gh is None else gh
+        gc = stacked((u, n, B), gcs)
+        gc = xp.zeros((u, n, B), dtype=dt) if gc is None else gc
+        gout = stacked((T, u, n, B), gouts)
+        # the gradient-independent factors of gz, for all steps at once, gate-major (4, T, u, n, B):
         # the gate blocks of A are copied out first so that every bulk pass is over contiguous arrays
         # (measured: the passes straight over A's strided gate blocks cost more than the copies)
         P = ws.empty(xp, (4,) + TC.shape, dt)
         for j in range(4):
-            P[j] = A[:, :, j * u:(j + 1) * u]          # the activations o, i, f, g
+            P[j] = A[:, j * u:(j + 1) * u]             # the activations o, i, f, g
         Po, Pi, Pf, Pg = P
         DO = xp.multiply(TC, TC, out=ws.empty(xp, TC.shape, dt))
         xp.subtract(1, DO, out=DO)
@@ -444,22 +445,23 @@ class _LSTMLoop(Function):
         xp.subtract(1, Pg, out=Pg)
         Pg *= Pi                                       # P_g = i⊙(1 − g²)
         Pi[...] = tmp
-        P3 = P[1:]                                     # P_i, P_f, P_g: (3, T, n, u, B)
+        P3 = P[1:]                                     # P_i, P_f, P_g: (3, T, u, n, B)
         GZ = ws.empty(xp, A.shape, dt)                 # gz per step, [o i f g]
-        GZ3 = GZ[:, :, u:].reshape(T, n, 3, u, B).transpose(2, 0, 1, 3, 4)   # (3, T, n, u, B) view
+        GZ3 = GZ[:, u:].reshape(T, 3, u, n, B).transpose(1, 0, 2, 3, 4)   # (3, T, u, n, B) view
         RK = _fm_gates(xp.stack(Rs))                   # (n, u, 4u): g hₜ₋₁ = R·gz
         if need_x:                                     # and g xₖ[t] = K·gz in the same matmul
             RK = xp.concatenate([RK, _fm_gates(xp.stack(Ks))], axis=1)
         GHX = ws.empty(xp, (T, n, RK.shape[1], B), dt)  # [g hₜ₋₁; g xₖ[t]] of each step
-        tmp = xp.empty((n, u, B), dtype=dt)
+        tmp = xp.empty((u, n, B), dtype=dt)
         M = self.M
         if M is not None:
-            mf = M.astype(dt)[:, :, None, :]           # (T, n, 1, B) as 1.0 / 0.0
-            gacc = xp.zeros((n, u, B), dtype=dt)       # output gradient carried back through masked steps
+            mf = M.astype(dt)[:, None]                 # (T, 1, n, B) as 1.0 / 0.0
+            gacc = xp.zeros((u, n, B), dtype=dt)       # output gradient carried back through masked steps
+        ghbuf = xp.empty((u, n, B), dtype=dt)
         for t in range(T - 1, -1, -1):
             if M is None:
                 if gout is not None:
-                    gh += gout[t]
+                    gh = xp.add(gh, gout[t], out=ghbuf)   # (u, n, B) contiguous from here on
                 ghn, gcn = gh, gc
             else:
                 m = mf[t]
@@ -468,19 +470,19 @@ class _LSTMLoop(Function):
                 ghn, gcn = m * (gh + gacc), m * gc
             xp.multiply(ghn, DO[t], out=tmp)
             gcn += tmp
-            xp.multiply(ghn, Po[t], out=GZ[t, :, :u])
+            xp.multiply(ghn, Po[t], out=GZ[t, :u])
             xp.multiply(gcn, P3[:, t], out=GZ3[:, t])
-            gcn *= A[t, :, 2 * u:3 * u]                # f
-            xp.matmul(RK, GZ[t], out=GHX[t])
+            gcn *= A[t, 2 * u:3 * u]                   # f
+            xp.matmul(RK, GZ[t].transpose(1, 0, 2), out=GHX[t])
             if M is None:
-                gh = GHX[t, :, :u]
+                gh = GHX[t, :, :u].transpose(1, 0, 2)  # (u, n, B) view
             else:
-                gh = GHX[t, :, :u] + (1 - m) * gh
+                gh = GHX[t, :, :u].transpose(1, 0, 2) + (1 - m) * gh
                 gc = gcn + (1 - m) * gc
                 gacc *= 0 if self.zero_output else 1 - m
         # over all T·B columns at once, in loop order: gz as (n, 4u, T·B)
         GZc = ws.empty(xp, (n, 4 * u, T, B), dt)
-        GZc[...] = GZ.transpose(1, 2, 0, 3)
+        GZc[...] = GZ.transpose(2, 1, 0, 3)
         GZc = GZc.reshape(n, 4 * u, T * B)
         gx = None
         if need_x:                                     # gx = Σₖ g xₖ, in x's time order
@@ -500,7 +502,7 @@ class _LSTMLoop(Function):
                 gK[k] = G[k, u:u + d] if nK else None
                 gR[k] = G[k, :u] if nR else None
                 gb[k] = G[k, u + d] if nb and nB else None
-        return gx, [gh[k].T for k in range(n)], [gc[k].T for k in range(n)], gK, gR, gb
+        return gx, [gh[:, k].T for k in range(n)], [gc[:, k].T for k in range(n)], gK, gR, gb
 
 
 class LSTMSequenceFn(_LSTMLoop):
@@ -532,7 +534,7 @@ class LSTMSequenceFn(_LSTMLoop):
                              f"K {tuple(K.shape)}, R {tuple(R.shape)}" + (f", b {tuple(b[0].shape)}" if b else ""))
         _check_mask(self.mask, T, B, "lstm")
         out, H, C = self._forward(xp, x, (h0,), (c0,), (K,), (R,), b)
-        return out[:, 0].transpose(0, 2, 1), H[T, 0].T, C[T, 0].T
+        return out[:, :, 0].transpose(0, 2, 1), H[T, :, 0].T, C[T, :, 0].T
 
     def backward(self, gout, ghT, gcT):
         _array_only(self)
@@ -576,8 +578,8 @@ class BiLSTMSequenceFn(_LSTMLoop):
                              f"{want}; got {bad or f'{len(b)} biases (pass both or none)'}")
         _check_mask(self.mask, T, B, "bidirectional lstm")
         out, H, C = self._forward(xp, x, (h0f, h0b), (c0f, c0b), (Kf, Kb), (Rf, Rb), b)
-        return (out[:, 0].transpose(0, 2, 1), H[T, 0].T, C[T, 0].T,
-                out[:, 1].transpose(0, 2, 1), H[T, 1].T, C[T, 1].T)
+        return (out[:, :, 0].transpose(0, 2, 1), H[T, :, 0].T, C[T, :, 0].T,
+                out[:, :, 1].transpose(0, 2, 1), H[T, :, 1].T, C[T, :, 1].T)
 
     def backward(self, gout_f, ghf, gcf, gout_b, ghb, gcb):
         _array_only(self)
