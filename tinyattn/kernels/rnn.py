@@ -350,8 +350,6 @@ class _LSTMLoop(Function):
         T, B, d = x.shape
         n, u = len(Ks), Rs[0].shape[0]
         dt = x.dtype
-        sc = xp.full((4 * u,), 0.5, dtype=dt)          # z/2 on o, i, f (σ via tanh); z on g
-        sc[3 * u:] = 1
         ws = _workspace                                # big arrays from the pool: fresh pages fault
         nb = 1 if bs else 0
         nr = u + d + nb                                # rows of [hₜ₋₁; xₖ[t]; 1]
@@ -363,8 +361,17 @@ class _LSTMLoop(Function):
         if nb:
             HX[:, u + d, :T] = 1
         H = HX[:, :u].transpose(2, 1, 0, 3)            # (T+1, u, n, B) view: H[t+1] = the states hᵀ after step t
-        W = xp.stack([xp.concatenate([Rs[k], Ks[k]] + ([bs[k][None]] if nb else []), axis=0) for k in range(n)])
-        WT = xp.ascontiguousarray((_fm_gates(W) * sc).transpose(0, 2, 1))   # (n, 4u, nr): [R; K; b]ᵀ, scaled
+        # W (n, nr, 4u) = [R; K; b], gate blocks in the order [o i f g], scaled: written block by block
+        # (no transposed copy: measured 0.06 ms vs 0.33 ms for u = 128; BLAS takes Wᵀ as a view)
+        W = xp.empty((n, nr, 4 * u), dtype=dt)
+        for k in range(n):
+            for dst, src in enumerate((3, 0, 1, 2)):   # Keras's [i f g o] → [o i f g]
+                s, cols, kc = (1 if dst == 3 else 0.5), slice(dst * u, (dst + 1) * u), slice(src * u, (src + 1) * u)
+                xp.multiply(Rs[k][:, kc], s, out=W[k, :u, cols])
+                xp.multiply(Ks[k][:, kc], s, out=W[k, u:u + d, cols])
+                if nb:
+                    xp.multiply(bs[k][kc], s, out=W[k, u + d, cols])
+        WT = W.transpose(0, 2, 1)                      # (n, 4u, nr)
         A = ws.empty(xp, (T, 4 * u, n, B), dt)         # scaled z per step; becomes the activations
         C = ws.empty(xp, (T + 1, u, n, B), dt)
         TC = ws.empty(xp, (T, u, n, B), dt)            # tanh(c') of each step
