@@ -7,13 +7,16 @@ of in-place elementwise passes. A whole layer over a sequence (``LSTMSequenceFn`
 through time (BPTT) in one backward loop. The work that does not depend on the recurrence is done
 outside the loops, for all T·B rows at once:
 
-    forward:   xk = x · K + b                 one (T·B, d)·(d, n·u) matmul before the loop
+    forward:   xk = x · K + b                 one (T·B, d)·(d, n·u) matmul before the loop (GRU)
     backward:  gx = gz · Kᵀ,  gK = xᵀ · gz,  gR = Σₜ hₜ₋₁ᵀ gzₜ,  gb = Σ gz     after the loop
 
 Everything runs time-major (T, B, ...) so that ``xk[t]`` is a contiguous (B, n·u) block.
-σ is computed as 1/(1 + e⁻ᶻ) (one exp, about half the cost of a tanh in NumPy): the kernels are
-pre-multiplied by −1 on the sigmoid gate blocks (and by −2 on the LSTM's g block, using
-tanh(z) = 2σ(2z) − 1), so one exp serves every gate of a step.
+σ is computed as 1/(1 + e⁻ᶻ): the kernels are pre-multiplied by −1 on the sigmoid gate blocks (and
+by −2 on the LSTM cell's g block, using tanh(z) = 2σ(2z) − 1), so one exp serves every gate of a step.
+
+The LSTM over a sequence (``LSTMSequenceFn``, and ``BiLSTMSequenceFn`` for both directions of a
+bidirectional layer in one loop) is laid out differently, for speed: feature-major (units ×
+directions × batch) with the input projection inside each step's matmul; see :class:`_LSTMLoop`.
 
 Shapes: B batch, T time steps, d input features, u units. Gate blocks follow Keras (column blocks
 of width u): LSTM  i, f, c(g), o;   GRU  z, r, h.
@@ -305,40 +308,54 @@ class _LSTMLoop(Function):
     n LSTM layers over the same sequence x (T, B, d), each reading it forwards or backwards in time
     (``reverse``), in ONE time loop, feature-major.
 
-    What makes a small LSTM step slow in NumPy is less the arithmetic than the fixed price of each
-    call (paid once per step for all n directions here) and, in the usual (B, 4u) layout, gate
-    blocks that are column slices: an elementwise pass over one walks B short strided rows, about 3×
-    slower per element than a contiguous pass (measured: 2.7 µs vs 0.9 µs for an add of 32 × 128
-    float32). Here every array is feature-major (units × batch): direction k's pre-activations at
-    step t are z[k] (4u, B) = Rₖᵀ·hₜ₋₁[k] + Kₖᵀ·xₖ[t] + bₖ with h (u, B), so each gate block is a
-    contiguous (u, B) slab; a step is one (batched) (n, 4u, u)·(n, u, B) matmul and ONE pass of each
-    elementwise operation for all directions. Gates are kept in the order [o i f g] (weights
-    permuted on entry, gradients back on exit): σ(z) = (1 + tanh(z/2))/2 with the ½ folded into the
-    weights, so one tanh and two passes activate all four gates.
-
-    Forward, per direction k (xₖ = x, or x reversed in time):
-        before the loop, for all t at once:  xkₖ[t] = [Kₖ; bₖ]ᵀ·[xₖ[t]ᵀ; 1]    (4u, B), one matmul per k
-                                              (the bias rides in the matmul as a row of ones)
-        for t = 0 … T−1:  z[k] = xkₖ[t] + Rₖᵀ·hₜ₋₁[k]    (one batched matmul for all k)
-                          o, i, f = σ(z_o, z_i, z_f),  g = tanh(z_g)
-                          c' = f⊙c + i⊙g,  h' = o⊙tanh(c')
-            without a mask:  hₜ = h', cₜ = c', outₜ = h'
-            with ``mask`` (T, B) (in x's time order; a reversed direction reads it reversed):
-                hₜ = m⊙h' + (1−m)⊙hₜ₋₁ (c alike), outₜ = m⊙h' + (1−m)⊙outₜ₋₁, out₋₁ = 0
-                (or outₜ = m⊙h' with ``zero_output_for_mask``, Keras's option, forced on by Bidirectional)
+    The math (Keras's LSTM; per direction k, xₖ = x or x reversed in time, gate order [o i f g] here):
+        zₜ = [Rₖ; Kₖ; bₖ]ᵀ·[hₜ₋₁; xₖ[t]; 1]                   (4u, B): ONE matmul per step and direction
+        o, i, f = σ(z_o, z_i, z_f),  g = tanh(z_g)
+        cₜ = f⊙cₜ₋₁ + i⊙g,   hₜ = o⊙tanh(cₜ),   outₜ = hₜ
+        with ``mask`` (T, B) (in x's time order; a reversed direction reads it reversed), Keras's rule:
+            hₜ = m⊙h' + (1−m)⊙hₜ₋₁ (c alike), outₜ = m⊙h' + (1−m)⊙outₜ₋₁, out₋₁ = 0
+            (or outₜ = m⊙h' with ``zero_output_for_mask``, Keras's option, forced on by Bidirectional)
     Backward (BPTT, array-only, no double backward). First, for all steps at once, the factors of gz
-    that do not depend on the incoming gradient, stacked so that ONE pass per step applies each group:
-        [DO, P_o] = [o⊙(1−tanh²c'), tanh(c')⊙o(1−o)]                 (both multiply gh)
-        [P_i, P_f, P_g] = [g⊙i(1−i), c⊙f(1−f), i⊙(1−g²)]             (all multiply gc)
+    that do not depend on the incoming gradient:
+        DO = o⊙(1−tanh²c),  P_o = tanh(c)⊙o(1−o),  P_i = g⊙i(1−i),  P_f = cₜ₋₁⊙f(1−f),  P_g = i⊙(1−g²)
     then for t = T−1 … 0, gh and gc being the gradients reaching hₜ, cₜ:
-        [gh⊙DO, gz_o] = gh⊙[DO, P_o];   gc ← gc + gh⊙DO;   [gz_i, gz_f, gz_g] = gc⊙[P_i, P_f, P_g]
-        gc ← gc⊙f;   gh ← Rₖ·gz[k]      (+ the mask rule: gh' = m⊙(gh + gout_acc), gc' = m⊙gc, …)
-    and after the loop, per direction over all T·B columns at once (gz laid out (4u, T·B)):
-        gxₖ = gzₖᵀ·Kₖᵀ (added in x's time order);   [gRₖ; gKₖ; gbₖ] = [hₜ₋₁ᵀ; xₖ[t]ᵀ; 1]·gzₖᵀ
-    (one batched matmul: gRₖ = Σₜ hₜ₋₁[k]·gzₖ[t]ᵀ, gKₖ = Σₜ xₖ[t]ᵀ·gzₖ[t]ᵀ, gbₖ = Σ gzₖ).
+        gc ← gc + gh⊙DO;   gz = [gh⊙P_o, gc⊙P_i, gc⊙P_f, gc⊙P_g];   gc ← gc⊙f
+        [g hₜ₋₁; g xₖ[t]] = [Rₖ; Kₖ]·gz          (ONE matmul per step and direction)
+        (with a mask: gh' = m⊙(gh + gout_acc), gc' = m⊙gc, and the masked part carried past the step)
+    and after the loop ONE batched matmul over all T·B columns gives every weight gradient:
+        [gRₖ; gKₖ; gbₖ] = Σₜ [hₜ₋₁; xₖ[t]; 1]·gzₖ[t]ᵀ   (computed as gz·Sᵀ, gz laid out (4u, T·B)).
 
-    Saved for backward: A (T, n, 4u, B) activations [o i f g]; H, C (T+1, n, u, B) states (index 0:
-    the initial state); TC (T, n, u, B) = tanh(c').
+    Layout and what it buys. What makes a small LSTM step slow in NumPy is less the arithmetic than
+    the fixed price of each call, several times what 4 000 elements cost, and that price depends on
+    the layout (measured, float32, 4 096 elements: ~1.2 µs for a contiguous array, ~2.7 µs for two
+    contiguous halves with a gap, ~2.7 µs for the (B, u) column block of a (B, 4u) array):
+      * feature-major, units × directions × batch: a step's pre-activations are ONE array
+        (4u, n, B), each gate block (u, n, B) is contiguous for both directions at once, and so are
+        the states c, tanh(c) (u, n, B); every elementwise operation of a step is one call on a
+        contiguous array (the matmuls write (n, 4u, B); the tanh reads them into (4u, n, B));
+      * σ(z) = (1 + tanh(z/2))/2 with the ½ folded into the weights: one tanh and two passes
+        activate all four gates; [o i f] are adjacent for those two passes;
+      * the input projection rides in each step's matmul ([R; K; b] times [hₜ₋₁; xₜ; 1], the bias as
+        a row of ones) and g x in the backward's ([R; K]·gz), so no separate passes add them;
+        HX (n, u + d + 1, T + 1, B), the column blocks [hₜ₋₁; xₖ[t]; 1] of every step, is the
+        forward's matmul operand (rows of stride (T+1)·B, taken by BLAS as they are) and, unchanged,
+        the backward's operand S for the weight gradients;
+      * the gz-independent factors P for all steps at once, in gate-major copies (bulk passes over
+        contiguous arrays), leaving six elementwise calls and one matmul per backward step;
+      * big arrays come from the buffer pool (:class:`_Workspace`): no page faults per step.
+    Measured (x (T, B, d) = (50, 32, 32), float32, one thread, the training step forward + backward
+    of ``nn.LSTM(128)`` / ``nn.Bidirectional(nn.LSTM(64))``, rounds interleaved with the previous
+    kernels in one process, shared 2-core machine at load 2–3, median of per-round ratios):
+    LSTM(128) 0.87–0.89× the previous batch-major kernel ((B, 4u) gate blocks, a separate input
+    projection), BiLSTM(64) 0.86–0.92× the previous two-direction kernel ((n, 4u, B) blocks); the
+    GEMMs (~9 ms of a ~14 ms LSTM(128) step, ~5 ms of a ~10.5 ms BiLSTM step, at 80–100 GFLOPS)
+    are the floor: ~786 and ~470 MFLOP, none of which can be dropped. What did not pay (measured,
+    reverted): the factors P computed per step inside the loop (three times the calls), P in a
+    per-step-stacked layout (bulk passes over strided slabs cost more than the calls saved), gz
+    written in the loop straight into the (4u, T·B) layout of the final matmul (32-element rows).
+
+    Saved for backward: A (T, 4u, n, B) activations [o i f g]; HX as above (its h rows: the states
+    hₜ₋₁); C (T+1, u, n, B) cell states (index 0: the initial state); TC (T, u, n, B) = tanh(cₜ).
     """
 
     def __init__(self, mask, zero_output_for_mask, reverse):
@@ -522,9 +539,9 @@ class LSTMSequenceFn(_LSTMLoop):
     h' = o⊙tanh(c')  (with ``mask`` (T, B) and ``zero_output_for_mask`` Keras's mask rule). The loop,
     its BPTT and the math of the backward pass: :class:`_LSTMLoop` with n = 1 direction.
 
-    Measured against the previous batch-major kernel ((B, 4u) gate blocks as column slices, σ via
-    one exp), x (T, B, d) = (50, 32, 32), u = 128, float32, one thread, the whole training step of
-    ``tinyattn.nn.LSTM``: see the numbers in :class:`_LSTMLoop`'s module notes.
+    Measured (the training step of ``nn.LSTM(128)``, x (32, 50, 32), one thread): 0.87–0.89× the
+    time of the previous kernel, which kept the batch-major (B, 4u) layout of :class:`LSTMCellFn`
+    (gate blocks as column slices, σ via one exp); see :class:`_LSTMLoop`.
     """
 
     def __init__(self, mask=None, zero_output_for_mask=False):
@@ -564,6 +581,10 @@ class BiLSTMSequenceFn(_LSTMLoop):
     Outputs: out_f (T, B, u), h_f (B, u), c_f (B, u), out_b, h_b, c_b: what :class:`LSTMSequenceFn`
     returns for each direction run on its own (a reversed direction's out is in its own step order,
     i.e. reversed time); they are transposed views of the feature-major states.
+
+    Measured (the training step of ``nn.Bidirectional(nn.LSTM(64))``, x (32, 50, 32), one thread):
+    0.86–0.92× the time of the previous version of this kernel (per-direction (4u, B) blocks, so
+    that a gate block of both directions was two slabs with a gap; a separate input projection).
     """
 
     def __init__(self, mask=None, zero_output_for_mask=False, reverse=(False, True)):
