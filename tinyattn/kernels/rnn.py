@@ -359,17 +359,20 @@ class _LSTMLoop(Function):
         each step cost more, 0.5–0.7 ms of a BiLSTM step, than the one re-layout, ~0.1 ms);
       * the gz-independent factors P for all steps at once, in gate-major copies (bulk passes over
         contiguous arrays), leaving six elementwise calls and one matmul per backward step;
+      * the two re-layouts into the weight-gradient operands (gz and HX to (n, ·, T·B)) move whole
+        batch rows (:func:`_copy_rows`, 2× faster than NumPy's element copy of 32-float rows);
       * big arrays come from the buffer pool (:class:`_Workspace`): no page faults per step.
     Measured (x (T, B, d) = (50, 32, 32), float32, one thread, the training step forward + backward
     of ``nn.LSTM(128)`` / ``nn.Bidirectional(nn.LSTM(64))``, rounds interleaved with the previous
-    kernels in one process, shared 2-core machine at load 2–3, median of per-round ratios):
-    LSTM(128) 0.87–0.89× the previous batch-major kernel ((B, 4u) gate blocks, a separate input
-    projection), BiLSTM(64) 0.86–0.92× the previous two-direction kernel ((n, 4u, B) blocks); the
-    GEMMs (~9 ms of a ~14 ms LSTM(128) step, ~5 ms of a ~10.5 ms BiLSTM step, at 80–100 GFLOPS)
+    kernels in one process, shared 2-core machine at load 2.4–3, median of per-round ratios, two
+    runs): LSTM(128) 0.86–0.87× the previous batch-major kernel ((B, 4u) gate blocks, a separate
+    input projection), BiLSTM(64) 0.86–0.89× the previous two-direction kernel ((n, 4u, B) blocks);
+    the GEMMs (~9 ms of a ~14 ms LSTM(128) step, ~5 ms of a ~10 ms BiLSTM step, at 80–100 GFLOPS)
     are the floor: ~786 and ~470 MFLOP, none of which can be dropped. What did not pay (measured,
     reverted): the factors P computed per step inside the loop (three times the calls), P in a
     per-step-stacked layout (bulk passes over strided slabs cost more than the calls saved), gz
-    written in the loop straight into the (4u, T·B) layout of the final matmul (32-element rows).
+    written in the loop straight into the (4u, T·B) layout of the final matmul (32-element rows),
+    matmuls writing a strided ``out`` such as (u + d, n, B) (slower than a contiguous result).
 
     Saved for backward: A (T, 4u, n, B) activations [o i f g]; HX (T+1, u+d+1, n, B) as above (its
     h rows: the states, index 0 the initial state); C (T+1, u, n, B) cell states (index 0: the initial state); TC (T, u, n, B) = tanh(cₜ).
@@ -558,7 +561,7 @@ class LSTMSequenceFn(_LSTMLoop):
     h' = o⊙tanh(c')  (with ``mask`` (T, B) and ``zero_output_for_mask`` Keras's mask rule). The loop,
     its BPTT and the math of the backward pass: :class:`_LSTMLoop` with n = 1 direction.
 
-    Measured (the training step of ``nn.LSTM(128)``, x (32, 50, 32), one thread): 0.87–0.89× the
+    Measured (the training step of ``nn.LSTM(128)``, x (32, 50, 32), one thread): 0.86–0.87× the
     time of the previous kernel, which kept the batch-major (B, 4u) layout of :class:`LSTMCellFn`
     (gate blocks as column slices, σ via one exp); see :class:`_LSTMLoop`.
     """
@@ -602,7 +605,7 @@ class BiLSTMSequenceFn(_LSTMLoop):
     i.e. reversed time); they are transposed views of the feature-major states.
 
     Measured (the training step of ``nn.Bidirectional(nn.LSTM(64))``, x (32, 50, 32), one thread):
-    0.86–0.92× the time of the previous version of this kernel (per-direction (4u, B) blocks, so
+    0.86–0.89× the time of the previous version of this kernel (per-direction (4u, B) blocks, so
     that a gate block of both directions was two slabs with a gap; a separate input projection).
     """
 
