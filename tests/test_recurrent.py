@@ -479,6 +479,31 @@ def test_lstm_on_backend(backend, rng):
     np.testing.assert_allclose(layer(ta.tensor(x, device=dev)).numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_loop_gradients_when_only_some_inputs_need_them(rng, bidirectional):
+    """The fused LSTM loops skip g x when x needs no gradient (the usual case: data) and the weight
+    product when no weight does; what they do return equals the full run's gradients."""
+    xs = [rng.standard_normal(s) for s in [(T, B, D)] + [(B, U)] * (4 if bidirectional else 2)]
+    ws = [rng.standard_normal(s) for s in ([(D, 4 * U), (U, 4 * U)] * (2 if bidirectional else 1)
+                                           + [(4 * U,)] * (2 if bidirectional else 1))]
+    fn = (lambda: BiLSTMSequenceFn(None, False, (False, True))) if bidirectional else LSTMSequenceFn
+    def grads(need):
+        args = [ta.tensor(a, dtype=np.float64, requires_grad=nd) for a, nd in zip(xs + ws, need)]
+        outs = fn()(*args)
+        G = [np.random.default_rng(5 + k).standard_normal(o.shape) for k, o in enumerate(outs)]
+        got = ta.grad(list(outs), [a for a in args if a.requires_grad], G)
+        return dict(zip([i for i, nd in enumerate(need) if nd], got))
+    n = len(xs) + len(ws)
+    full = grads([True] * n)
+    for need in ([False] + [True] * (n - 1),                              # x is data
+                 [True] * len(xs) + [False] * len(ws),                    # frozen weights
+                 [False] * len(xs) + [i % 2 == 0 for i in range(len(ws))]):  # some weights only
+        part = grads(need)
+        assert part.keys() == {i for i, nd in enumerate(need) if nd}
+        for i, g in part.items():
+            np.testing.assert_allclose(g.numpy(), full[i].numpy(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_backward_twice_with_retain_graph(rng, kind):
     """The backward passes leave the saved forward arrays intact."""
