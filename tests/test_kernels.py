@@ -51,6 +51,34 @@ def test_sdpa_fused_equals_textbook(rng, masked):
     _same(rng, fast, slow, [q, k, v])
 
 
+@pytest.mark.parametrize("spread", [1.0, 40.0])
+def test_sdpa_unshifted_and_shifted_softmax_equal_textbook(rng, spread):
+    """The fused forward skips the row-max shift when Cauchy–Schwarz bounds every score by 60
+    (spread 1) and keeps it otherwise (spread 40: scores in the hundreds, exp(s) would overflow);
+    both equal the textbook form, and a fully masked row is all zeros either way."""
+    from tinyattn.kernels import attention as KA
+    q, k, v = T(rng, 2, 3, 4, 5), T(rng, 2, 3, 6, 5), T(rng, 2, 3, 6, 2)
+    q = ta.tensor(q.numpy() * spread, requires_grad=True, device=k.device)
+    keep = rng.random((2, 1, 4, 6)) > 0.3
+    keep[..., 0] = True
+    scale = 0.45
+    assert (KA._score_bound(q.numpy(), k.numpy(), scale) <= KA._UNSHIFTED_BOUND) == (spread == 1.0)
+
+    def slow(q, k, v):
+        p = _textbook_masked_softmax((q @ k.swapaxes(-1, -2)) * scale, keep)
+        return p @ v, p
+    dev = ta.backend.to_device
+    _same(rng, lambda q, k, v: kernels.ScaledDotProductAttention(scale, dev(keep, q.device))(q, k, v), slow,
+          [q, k, v])
+    empty = keep.copy()
+    empty[1, 0, 2] = False                            # one fully masked query row
+    o, p = kernels.ScaledDotProductAttention(scale, dev(empty, q.device))(q, k, v)
+    assert (p.numpy()[1, :, 2] == 0).all() and (o.numpy()[1, :, 2] == 0).all()
+    for dt in (np.float32, np.float64):               # large float32 scores stay finite (shifted)
+        o, p = kernels.ScaledDotProductAttention(scale)(*(ta.tensor(a.numpy().astype(dt)) for a in (q, k, v)))
+        assert np.isfinite(p.numpy()).all() and np.allclose(p.numpy().sum(-1), 1, atol=1e-5)
+
+
 def test_additive_score_fused_equals_textbook(rng):
     qp, kp, v = T(rng, 2, 3, 4), T(rng, 2, 5, 4), T(rng, 4)
 

@@ -42,6 +42,38 @@ def _scale_(a, sc):
     return a
 
 
+# Softmax is shift-invariant: softmax(s) = softmax(s − c) for any c per row. The textbook shift is
+# the row max (so that exp never overflows); when every score is known to lie in [−L, L] with
+# L = _UNSHIFTED_BOUND, exp(s) itself is safe — no overflow, and no underflow of a whole row
+# (e^(−60) ≈ 9e-27 is a normal float32) — so the row max and the subtraction (two of the five
+# passes over the (…, Tq, Tk) scores) can be skipped. The bound comes from Cauchy–Schwarz on the
+# small inputs:  |s_ij| = scale·|q_i · k_j| ≤ scale · max_i ‖q_i‖ · max_j ‖k_j‖.
+_UNSHIFTED_BOUND = 60.0
+
+
+def _score_bound(q, k, scale):
+    """scale · max_i ‖q_i‖ · max_j ‖k_j‖ ≥ every |s_ij| (NaN when q or k holds NaN, inf for inf)."""
+    xp = backend.get_array_module(q, k)
+    nq = xp.einsum("...i,...i->...", q, q).max()
+    nk = xp.einsum("...i,...i->...", k, k).max()
+    return abs(scale) * float(nq) ** 0.5 * float(nk) ** 0.5
+
+
+def _exp_normalize_rows(s, drop):
+    """s ← exp(s) / Σ_k exp(s) along the last axis, in place, without the max shift (the caller has
+    checked |s| ≤ _UNSHIFTED_BOUND); ``drop`` (True = masked out) entries are exactly 0 and a fully
+    masked row is all 0, as :func:`softmax_`."""
+    xp = backend.get_array_module(s)
+    xp.exp(s, out=s)
+    if drop is not None:
+        xp.copyto(s, 0, where=drop)
+    z = xp.einsum("...k->...", s)[..., None]
+    if drop is not None:
+        z[z == 0] = 1                      # empty rows stay 0 instead of 0/0
+    xp.reciprocal(z, out=z)
+    s *= z
+
+
 def _softmax_backward_(gs, p, m, gp_ext):
     """gS = P ⊙ (gP − Σ_k gP ⊙ P) in place on ``gs`` (which holds gO Vᵀ), after the dropout mask and
     the external gradient of P are folded in:  gP = gs ⊙ M + gP_ext. One pass over each row block."""
@@ -93,9 +125,14 @@ class ScaledDotProductAttention(Function):
         shape = np.broadcast_shapes(qs.shape[:-2], kt.shape[:-2]) + (qs.shape[-2], kt.shape[-1])
         dt = np.result_type(qs.dtype, kt.dtype)
         s = xp.matmul(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
-        if self.bias is not None:
-            s += self.bias                 # s has the full broadcast shape; the bias broadcasts into it
-        p = softmax_(s, None if self.mask is None else ~self.mask)
+        drop = None if self.mask is None else ~self.mask
+        if self.bias is None and _score_bound(q, k, self.scale) <= _UNSHIFTED_BOUND:
+            parallel.rows(_exp_normalize_rows, s, drop)        # no row max needed (see above)
+            p = s
+        else:
+            if self.bias is not None:
+                s += self.bias             # s has the full broadcast shape; the bias broadcasts into it
+            p = softmax_(s, drop)
         self.P = p
         if self.p > 0.0:
             keep = backend.rng(xp).random(p.shape, dtype=p.dtype if p.dtype in (np.float32, np.float64)
