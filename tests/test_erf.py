@@ -167,24 +167,31 @@ def test_gelu_chunked_kernels_equal_whole_array_bits(dtype):
             textbook = x * ((E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5)
     assert y.tobytes() == ys.tobytes() and gx.tobytes() == gxs.tobytes()
     np.testing.assert_array_equal(y, textbook)
-    # forward keeping Φ for backward (what GELU does when gradients are on): same y, same gx
+    # forward keeping GELU'(x) for backward (what GELU does when gradients are on): same y, same gx,
+    # and the kept derivative is the backward's Φ + x φ(x) (its gradient for gy = 1)
     with np.errstate(invalid="ignore"):
-        y2, phi, gx2 = (np.empty(n, dtype) for _ in range(3))
-        E._gelu(x, y2, phi)
-        E._gelu_grad(g, x, gx2, phi)
+        y2, d, gx2, d1 = (np.empty(n, dtype) for _ in range(4))
+        E._gelu(x, y2, d)
+        E._gelu_grad(g, x, gx2, d)
+        E._gelu_grad(np.ones(n, dtype), x, d1)
+        ds = np.empty(n, dtype)
+        E._gelu(xs, np.empty(n, dtype), ds)                # strided blocks: the same bits
     assert y2.tobytes() == y.tobytes() and gx2.tobytes() == gx.tobytes()
-    assert phi.tobytes() == cdf.tobytes()
+    assert d.tobytes() == d1.tobytes() == ds.tobytes()
+    with np.errstate(over="ignore", invalid="ignore"):
+        pdf = np.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi)) * x
+    np.testing.assert_array_equal(d, pdf + cdf)
 
 
-def test_gelu_keeps_phi_only_when_gradients_are_on():
+def test_gelu_keeps_its_derivative_only_when_gradients_are_on():
     x = ta.tensor(np.linspace(-3, 3, 1000).astype(np.float32), requires_grad=True, device="cpu")  # (NumPy kernel)
     fn = E.GELU()
     fn(x)
-    assert fn.phi is not None and fn.phi.shape == x.shape
+    assert fn.deriv is not None and fn.deriv.shape == x.shape
     with ta.no_grad():
         fn = E.GELU()
         fn(x)
-    assert fn.phi is None
+    assert fn.deriv is None
 
 
 def test_gelu_float32_phi_accuracy():
