@@ -11,6 +11,7 @@ def T(rng, *shape):
     return ta.tensor(rng.standard_normal(shape), requires_grad=True)
 
 
+
 def _same(rng, fast, slow, ins, rtol=1e-10, atol=1e-12):
     """fast(*ins) and slow(*ins) agree, and so do their gradients for one random upstream gradient."""
     yf, ys = fast(*ins), slow(*ins)
@@ -77,6 +78,28 @@ def test_sdpa_unshifted_and_shifted_softmax_equal_textbook(rng, spread):
     for dt in (np.float32, np.float64):               # large float32 scores stay finite (shifted)
         o, p = kernels.ScaledDotProductAttention(scale)(*(ta.tensor(a.numpy().astype(dt)) for a in (q, k, v)))
         assert np.isfinite(p.numpy()).all() and np.allclose(p.numpy().sum(-1), 1, atol=1e-5)
+
+
+def test_split_heads_equals_textbook(rng):
+    """SplitHeads = split → reshape (B, T, H, n) → transpose, outputs and gradients (also when one
+    part gets no gradient), gradcheck and double backward."""
+    B, S, H, ns = 2, 3, 2, (2, 3, 1)
+    y = T(rng, B * S, H * sum(ns))
+
+    def slow(y):
+        parts = ta.functions.split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
+        return tuple(p.reshape(B, S, H, n).transpose(0, 2, 1, 3) for p, n in zip(parts, ns))
+
+    _same(rng, lambda y: kernels.SplitHeads(B, S, H, ns)(y), slow, [y])
+    q, k, v = kernels.SplitHeads(B, S, H, ns)(y)
+    g, = ta.grad([q.sum() + v.sum() * 2], [y])                  # k gets no gradient: zeros there
+    want = np.concatenate([np.ones((B * S, H * 2)), np.zeros((B * S, H * 3)), np.full((B * S, H), 2.0)], 1)
+    np.testing.assert_array_equal(g.numpy(), want)
+    f = lambda y: kernels.SplitHeads(B, S, H, ns)(y)             # noqa: E731
+    ta.gradcheck(f, [y])
+    ta.gradgradcheck(lambda y: [a * a for a in f(y)], [y])
+    with pytest.raises(ValueError, match="split_heads"):
+        kernels.SplitHeads(B, S, H, ns)(T(rng, B * S, 5))
 
 
 def test_additive_score_fused_equals_textbook(rng):

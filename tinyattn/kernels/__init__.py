@@ -98,10 +98,10 @@ The old import paths (``tinyattn.functions.rnn``, ``tinyattn.functions.attention
 """
 from .rnn import (LSTMCellFn, LSTMSequenceFn, BiLSTMSequenceFn, GRUCellFn, GRUSequenceFn, lstm_sequence, gru_sequence,
                   release_buffers, buffer_pool_bytes, set_buffer_pool_limit)
-from .attention import ScaledDotProductAttention, AdditiveScore
+from .attention import ScaledDotProductAttention, AdditiveScore, SplitHeads
 from .additive_step import AdditiveAttentionStep, additive_attention
 from .layernorm import LayerNormFn
 
 __all__ = ["LSTMCellFn", "LSTMSequenceFn", "BiLSTMSequenceFn", "GRUCellFn", "GRUSequenceFn", "lstm_sequence", "gru_sequence",
            "release_buffers", "buffer_pool_bytes", "set_buffer_pool_limit", "ScaledDotProductAttention",
-           "AdditiveScore", "AdditiveAttentionStep", "additive_attention", "LayerNormFn"]
+           "AdditiveScore", "SplitHeads", "AdditiveAttentionStep", "additive_attention", "LayerNormFn"]
