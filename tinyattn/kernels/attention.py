@@ -107,8 +107,9 @@ class ScaledDotProductAttention(Function):
         gV = Dᵀ gO,   gP = (gO Vᵀ) ⊙ M/(1 − p) + gP_ext,   gS = P ⊙ (gP − Σ_k gP ⊙ P),
         gQ = scale · gS K,   gK = scale · gSᵀ Q.
 
-    On arrays everything runs in place with one scaled copy of Q, transposes handed to BLAS as
-    strides. Under ``create_graph`` the same formulas are evaluated on Tensors (S and P recomputed
+    On arrays everything runs in place with one scaled copy of Q (kept: gK = gSᵀ (scale·Q)), a
+    contiguous copy of V when it is a strided view (heads cut from a fused projection), transposes
+    handed to BLAS as strides. Under ``create_graph`` the same formulas are evaluated on Tensors (S and P recomputed
     with differentiable ops), so second derivatives are exact.
     """
 
@@ -120,13 +121,16 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v):
         xp = backend.get_array_module(q, k, v)
-        qs = q * float(self.scale)                            # scale the small side
+        qs = q * float(self.scale)                            # scale the small side (contiguous)
+        if not v.flags.c_contiguous:       # heads cut from a fused projection are strided views:
+            v = xp.ascontiguousarray(v)    # P V and gO Vᵀ run ~25% faster on a contiguous copy
+        self.QS, self.V = qs, v            # (kept for backward: gK = gSᵀ (scale·Q) needs no scaling)
         kt = _swap(k)
         shape = np.broadcast_shapes(qs.shape[:-2], kt.shape[:-2]) + (qs.shape[-2], kt.shape[-1])
         dt = np.result_type(qs.dtype, kt.dtype)
         s = xp.matmul(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
         drop = None if self.mask is None else ~self.mask
-        if self.bias is None and _score_bound(q, k, self.scale) <= _UNSHIFTED_BOUND:
+        if self.bias is None and _score_bound(qs, k, 1.0) <= _UNSHIFTED_BOUND:
             parallel.rows(_exp_normalize_rows, s, drop)        # no row max needed (see above)
             p = s
         else:
@@ -148,7 +152,8 @@ class ScaledDotProductAttention(Function):
         need_q, need_k, need_v = (x.requires_grad for x in self._inputs)
         if self._as_tensors:
             return self._backward_tensors(go, gp_ext, need_q, need_k, need_v)
-        q, k, v = self.inputs
+        q, k, _ = self.inputs
+        v, qs = self.V, self.QS
         xp = backend.get_array_module(q, k, v)
         p, m = self.P, self.M
         gq = gk = gv = None
@@ -171,7 +176,7 @@ class ScaledDotProductAttention(Function):
             if need_q:
                 gq = _scale_(xp.matmul(gs, k), sc)
             if need_k:
-                gk = _scale_(xp.matmul(_swap(gs), q), sc)
+                gk = xp.matmul(_swap(gs), qs)              # = scale · gSᵀ Q
         return gq, gk, gv
 
     def _backward_tensors(self, go, gp_ext, need_q, need_k, need_v):
