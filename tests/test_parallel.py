@@ -351,3 +351,35 @@ def test_a_single_long_row_runs_serially(pool):
     assert y.tobytes() == ta.softmax(ta.tensor(x), axis=-1).data.tobytes()
     names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
     assert names == [threading.current_thread().name]
+
+
+def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkeypatch):
+    """parallel.matmul on n > 1 threads: the stack of small products is cut over the pool, BLAS on
+    one thread meanwhile (and restored after), each product the same BLAS call as np.matmul's with
+    one BLAS thread: equal bits. Broadcast stacks, big products and one thread are np.matmul."""
+    if not parallel.blas_info()["controllable"]:
+        pytest.skip("NumPy's BLAS thread count is not controllable here")
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((5, 3, 16, 8)).astype(np.float32)
+    b = rng.standard_normal((5, 3, 8, 16)).astype(np.float32)
+    with parallel.blas_threads(1):
+        want = np.matmul(a, b)
+    ta.set_num_threads(2, blas=False)
+    before = parallel.get_blas_threads()
+    seen = []
+    real = parallel._matmul_part
+    monkeypatch.setattr(parallel, "_matmul_part", lambda *p: (seen.append(
+        (threading.current_thread() is not threading.main_thread(), parallel.get_blas_threads())), real(*p)))
+    out = np.empty_like(want)
+    got = parallel.matmul(a, b, out=out)
+    assert got is out and got.tobytes() == want.tobytes()
+    assert seen == [(True, 1)]                             # the second half ran on a pool thread, BLAS at 1
+    assert parallel.get_blas_threads() == before
+    assert parallel.matmul(a, b.swapaxes(-1, -2).swapaxes(-1, -2)).tobytes() == want.tobytes()
+    seen.clear()
+    np.testing.assert_allclose(parallel.matmul(a, b[:1]), np.matmul(a, b[:1]), rtol=1e-6)   # broadcast
+    big = rng.standard_normal((2, 160, 160)).astype(np.float32)
+    np.testing.assert_allclose(parallel.matmul(big, big), np.matmul(big, big), rtol=1e-5)     # 2²² > 2²¹
+    assert seen == []
+    ta.set_num_threads(1, blas=False)
+    assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []

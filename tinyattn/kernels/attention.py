@@ -90,6 +90,11 @@ def _swap(a):
     return a.swapaxes(-1, -2)
 
 
+# The per-head products (…, Tq, d) @ (…, d, Tk) are small: on several threads their stack is split
+# over the pool with BLAS on one thread (tinyattn.parallel.matmul; np.matmul otherwise).
+_mm = parallel.matmul
+
+
 class ScaledDotProductAttention(Function):
     """Fused attention: q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv) -> (O (..., Tq, dv), P (..., Tq, Tk)).
 
@@ -128,7 +133,7 @@ class ScaledDotProductAttention(Function):
         kt = _swap(k)
         shape = np.broadcast_shapes(qs.shape[:-2], kt.shape[:-2]) + (qs.shape[-2], kt.shape[-1])
         dt = np.result_type(qs.dtype, kt.dtype)
-        s = xp.matmul(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
+        s = _mm(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
         drop = None if self.mask is None else ~self.mask
         if self.bias is None and _score_bound(qs, k, 1.0) <= _UNSHIFTED_BOUND:
             parallel.rows(_exp_normalize_rows, s, drop)        # no row max needed (see above)
@@ -146,7 +151,7 @@ class ScaledDotProductAttention(Function):
         else:
             self.M = None
             d = p
-        return xp.matmul(d, v), p
+        return _mm(d, v), p
 
     def backward(self, go, gp_ext):
         need_q, need_k, need_v = (x.requires_grad for x in self._inputs)
@@ -158,12 +163,12 @@ class ScaledDotProductAttention(Function):
         p, m = self.P, self.M
         gq = gk = gv = None
         if go is not None and need_v:
-            gv = xp.matmul(_swap(p if m is None else p * m), go)
+            gv = _mm(_swap(p if m is None else p * m), go)
         if need_q or need_k:
             if go is not None:
                 vt = _swap(v)
                 gshape = np.broadcast_shapes(go.shape[:-2], vt.shape[:-2]) + (go.shape[-2], vt.shape[-1])
-                gs = (xp.matmul(go, vt, out=_score_buffer(xp, gshape, np.result_type(go.dtype, vt.dtype)))
+                gs = (_mm(go, vt, out=_score_buffer(xp, gshape, np.result_type(go.dtype, vt.dtype)))
                       if xp is np else xp.matmul(go, vt))
                 if gs.shape != p.shape:                # v had batch axes that P lacks: sum them
                     gs = _sum_to_array(gs, p.shape)
@@ -174,9 +179,9 @@ class ScaledDotProductAttention(Function):
                 parallel.rows(_softmax_backward_, gs, p, None, None)
             sc = float(self.scale)
             if need_q:
-                gq = _scale_(xp.matmul(gs, k), sc)
+                gq = _scale_(_mm(gs, k), sc)
             if need_k:
-                gk = xp.matmul(_swap(gs), qs)              # = scale · gSᵀ Q
+                gk = _mm(_swap(gs), qs)                    # = scale · gSᵀ Q
         return gq, gk, gv
 
     def _backward_tensors(self, go, gp_ext, need_q, need_k, need_v):
