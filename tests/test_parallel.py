@@ -383,3 +383,16 @@ def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkey
     assert seen == []
     ta.set_num_threads(1, blas=False)
     assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []
+
+
+def test_linear_bias_add_bit_identical(pool):
+    """F.linear adds the bias into the fresh product as row blocks on the pool: same bits."""
+    rng = np.random.default_rng(10)
+    x0, w0, b0 = (rng.standard_normal(s).astype(np.float32) for s in ((7, 33, 12), (12, 40), (40,)))
+
+    def run():
+        x, w, b = (ta.tensor(a, requires_grad=True) for a in (x0, w0, b0))
+        y = ta.functions.linear(x, w, b)
+        y.backward(ta.tensor(np.ones(y.shape, np.float32)))
+        return [y.data, x.grad.data, w.grad.data, b.grad.data]
+    _same(*_serial_and_parallel(run))
