@@ -396,3 +396,23 @@ def test_linear_bias_add_bit_identical(pool):
         y.backward(ta.tensor(np.ones(y.shape, np.float32)))
         return [y.data, x.grad.data, w.grad.data, b.grad.data]
     _same(*_serial_and_parallel(run))
+
+
+def test_transformer_block_bit_identical(pool):
+    """A pre-norm encoder block's training step (fused attention on head views of the QKV
+    projection, SplitHeads, the contiguous V copy, parallel.matmul, LayerNorm, GELU, AdamW): serial
+    and pooled runs give the same bits (BLAS on one thread in both, so the GEMMs are the same calls)."""
+    rng = np.random.default_rng(11)
+    x0 = rng.standard_normal((3, 10, 16)).astype(np.float32)
+    g0 = rng.standard_normal((3, 10, 16)).astype(np.float32)
+
+    def run():
+        ta.manual_seed(0)
+        layer = ta.transformer.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation="gelu", norm_first=True)
+        opt = ta.optim.AdamW(layer.parameters(), lr=1e-2)
+        y = layer(ta.tensor(x0))
+        y.backward(ta.tensor(g0))
+        opt.step()
+        return [y.data] + [p.data for p in layer.parameters()]
+    with parallel.blas_threads(1):
+        _same(*_serial_and_parallel(run))
