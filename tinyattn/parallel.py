@@ -68,7 +68,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["rows", "matmul", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
+__all__ = ["rows", "matmul", "ranges", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
            "active", "blas_info", "get_blas_threads", "set_blas_threads", "blas_threads"]
 
 
@@ -333,6 +333,40 @@ def matmul(a, b, out=None):
     if exc is not None:
         raise exc
     return out
+
+
+def ranges(fn, n):
+    """``fn(lo, hi)`` over contiguous pieces of ``range(n)``, one piece per thread of the pool, with
+    NumPy's BLAS held at one thread meanwhile — so ``fn`` MAY call BLAS: each thread runs its own
+    GEMMs on its own core (the blocked attention kernel: per block, QKᵀ, the softmax and PV while the
+    block's scores sit in cache). Passes (:func:`rows`) inside ``fn`` run serially in its thread.
+    Serial — ``fn(0, n)`` — with one thread, n < 2, inside a pool task, or where BLAS's threads are
+    not controllable (then BLAS threads could oversubscribe the cores). ``fn`` must write disjoint
+    parts of its outputs for disjoint ranges; results are those of ``fn(0, n)`` when ``fn``'s work
+    on an index does not depend on the range it came in."""
+    k = min(_state["n"], int(n))
+    if k <= 1 or getattr(_local, "busy", False) or _find_blas() is None:
+        fn(0, n)
+        return None
+    edges = _bounds(int(n), k, 1)
+    pieces = list(zip(edges[:-1], edges[1:]))
+    err = np.geterr()
+    pool = _pool(_state["n"])
+    exc = None
+    with blas_threads(1):
+        futures = [pool.submit(_run, fn, err, piece) for piece in pieces[1:]]
+        try:
+            _run(fn, err, pieces[0])
+        except BaseException as e:        # wait for the others before raising
+            exc = e
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:
+                exc = exc or e
+    if exc is not None:
+        raise exc
+    return None
 
 
 def _matmul_part(a, b, out):
