@@ -416,3 +416,32 @@ def test_transformer_block_bit_identical(pool):
         return [y.data] + [p.data for p in layer.parameters()]
     with parallel.blas_threads(1):
         _same(*_serial_and_parallel(run))
+
+
+def test_ranges_covers_the_range_with_blas_on_one_thread(pool):
+    """parallel.ranges: fn(lo, hi) over pieces covering range(n) once, on the pool's threads, BLAS
+    at one thread inside (restored after); an exception in a piece reaches the caller; one thread
+    (or n < 2) is fn(0, n)."""
+    if not parallel.blas_info()["controllable"]:
+        pytest.skip("NumPy's BLAS thread count is not controllable here")
+    before = parallel.get_blas_threads()
+    seen, lock = [], threading.Lock()
+
+    def fn(lo, hi):
+        with lock:
+            seen.append((lo, hi, parallel.get_blas_threads()))
+    parallel.ranges(fn, 7)
+    assert sorted(x[:2] for x in seen) == [(0, 2), (2, 4), (4, 7)] and {x[2] for x in seen} == {1}
+    assert parallel.get_blas_threads() == before
+
+    def bad(lo, hi):
+        if lo > 0:
+            raise RuntimeError("piece failed")
+    with pytest.raises(RuntimeError, match="piece failed"):
+        parallel.ranges(bad, 7)
+    assert parallel.get_blas_threads() == before
+    seen.clear()
+    parallel.ranges(fn, 1)
+    ta.set_num_threads(1, blas=False)
+    parallel.ranges(fn, 9)
+    assert [x[:2] for x in seen] == [(0, 1), (0, 9)]
