@@ -26,7 +26,10 @@ Rules that keep it exact and cheap:
   passes, and :func:`rows` returns only when every chunk is done, so the pool's threads and BLAS's
   threads take turns on the cores instead of competing.
   tests/test_blas_threads.py reads every ``parallel.rows`` call in the library and fails when the
-  function it hands over calls BLAS.
+  function it hands over calls BLAS. The two exceptions hold BLAS at ONE thread while they run, so
+  that still only the pool's n threads run: :func:`matmul` (a stack of small products, e.g.
+  attention's per-head GEMMs, split over the pool) and :func:`ranges` (blocks of work that each call
+  BLAS, e.g. the blocked attention kernel).
 * **Serial switch.** ``set_num_threads(1)`` makes every call run ``fn`` on the whole arrays in the
   calling thread, exactly the serial code path, and sets BLAS to one thread: fully serial. CuPy
   arrays (and anything that is not a NumPy array) always take the serial path: the GPU already runs
