@@ -131,7 +131,11 @@ def test_erf_fdlibm_on_the_device(backend, monkeypatch):
         assert y.device == t.device and y.dtype == dt
         np.testing.assert_array_equal(y.numpy(), E._erf_numpy(xd))
         g = F.gelu(t)
-        np.testing.assert_array_equal(g.numpy(), xd * ((E._erf_numpy(xd * (1 / math.sqrt(2))) + 1) * 0.5))
+        if dt is np.float32 and type(t.data) is np.ndarray:     # host float32: GELU's float32 Φ
+            want = xd * E._phi_float32(xd, np.empty_like(xd))
+        else:
+            want = xd * ((E._erf_numpy(xd * (1 / math.sqrt(2))) + 1) * 0.5)
+        np.testing.assert_array_equal(g.numpy(), want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -155,25 +159,61 @@ def test_gelu_chunked_kernels_equal_whole_array_bits(dtype):
         E._gelu(xs, ys)
         E._gelu_grad(g, x, gx)
         E._gelu_grad(gs, xs, gxs)
-        textbook = x * ((E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5)
+        if dtype is np.float32:        # float32: Φ from the float32 rational (whole array at once)
+            cdf = E._phi_float32(x, np.empty_like(x))
+            textbook = x * cdf
+        else:
+            cdf = (E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5
+            textbook = x * ((E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5)
     assert y.tobytes() == ys.tobytes() and gx.tobytes() == gxs.tobytes()
     np.testing.assert_array_equal(y, textbook)
-    # forward keeping Φ for backward (what GELU does when gradients are on): same y, same gx
+    # forward keeping GELU'(x) for backward (what GELU does when gradients are on): same y, same gx,
+    # and the kept derivative is the backward's Φ + x φ(x) (its gradient for gy = 1)
     with np.errstate(invalid="ignore"):
-        y2, phi, gx2 = (np.empty(n, dtype) for _ in range(3))
-        E._gelu(x, y2, phi)
-        E._gelu_grad(g, x, gx2, phi)
-        cdf = (E._erf_numpy(x * (1 / math.sqrt(2))) + 1) * 0.5
+        y2, d, gx2, d1 = (np.empty(n, dtype) for _ in range(4))
+        E._gelu(x, y2, d)
+        E._gelu_grad(g, x, gx2, d)
+        E._gelu_grad(np.ones(n, dtype), x, d1)
+        ds = np.empty(n, dtype)
+        E._gelu(xs, np.empty(n, dtype), ds)                # strided blocks: the same bits
     assert y2.tobytes() == y.tobytes() and gx2.tobytes() == gx.tobytes()
-    assert phi.tobytes() == cdf.tobytes()
+    assert d.tobytes() == d1.tobytes() == ds.tobytes()
+    with np.errstate(over="ignore", invalid="ignore"):
+        pdf = np.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi)) * x
+    np.testing.assert_array_equal(d, pdf + cdf)
 
 
-def test_gelu_keeps_phi_only_when_gradients_are_on():
+def test_gelu_keeps_its_derivative_only_when_gradients_are_on():
     x = ta.tensor(np.linspace(-3, 3, 1000).astype(np.float32), requires_grad=True, device="cpu")  # (NumPy kernel)
     fn = E.GELU()
     fn(x)
-    assert fn.phi is not None and fn.phi.shape == x.shape
+    assert fn.deriv is not None and fn.deriv.shape == x.shape
     with ta.no_grad():
         fn = E.GELU()
         fn(x)
-    assert fn.phi is None
+    assert fn.deriv is None
+
+
+def test_gelu_float32_phi_accuracy():
+    """float32 GELU takes Φ from one rational function (E._phi_float32): |Φ error| < 2.5e-7 against
+    the exact Φ (float64 math.erf) everywhere, Φ = 0 / 1 exactly beyond |x| = 6, NaN stays NaN; GELU
+    forward and backward within 2.5e-7 · max(1, |x|) of the exact float64 values."""
+    x = np.concatenate([np.linspace(-12, 12, 240001), [0.0, -0.0, 5.7, -5.7, 6.0, -6.0, 40.0, -40.0, 1e30,
+                                                       -1e30, 1e-30, -1e-30]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    exact = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x64])
+    phi = E._phi_float32(x, np.empty_like(x))
+    assert phi.dtype == np.float32
+    assert np.abs(phi - exact).max() < 2.5e-7
+    assert (phi[x >= 6] == 1).all() and (phi[x <= -6] == 0).all()
+    assert np.isnan(E._phi_float32(np.array([np.nan], np.float32), np.empty(1, np.float32)))[0]
+    g = np.random.default_rng(8).standard_normal(x.shape).astype(np.float32)
+    t = ta.tensor(x, requires_grad=True)
+    y = F.gelu(t)
+    with np.errstate(over="ignore"):            # x² of ±1e30 in φ(x) (→ φ = 0, the exact value)
+        y.backward(ta.tensor(g))
+    tol = 2.5e-7 * np.maximum(1, np.abs(x64))
+    assert y.dtype == np.float32 and (np.abs(y.numpy() - x64 * exact) <= tol).all()
+    gexact = g * (exact + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi))
+    assert (np.abs(t.grad.numpy() - gexact) <= 2 * tol * np.maximum(1, np.abs(g))).all()
+    assert F.gelu(ta.tensor(np.array([-40.0], np.float32))).numpy()[0] == 0

@@ -8,6 +8,7 @@ from tinyattn.functions.arith import Add, MatMul, Mul
 from tinyattn.functions.nn import Softmax
 from tinyattn.gradcheck import GradcheckError
 from tinyattn.functions.attention import AdditiveScore, ScaledDotProductAttention
+from tinyattn.kernels import SplitHeads
 from tinyattn.functions.nn import MaskedSoftmax
 from tinyattn.nn.layers import Im2Col1D, LayerNormFn
 from tinyattn.attention.flash import flash_attention
@@ -208,6 +209,7 @@ GG = [
         _reseeded(q), k, v), [(3, 4), (5, 4), (5, 2)]),
     ("additive-score", lambda q, k, v: AdditiveScore()(q, k, v), [(2, 3, 4), (2, 5, 4), (4,)]),
     ("layernorm", lambda x, g, b: LayerNormFn((1,), 1e-3)(x, g, b), [(3, 4), (1, 4), (1, 4)]),
+    ("split-heads", lambda y: [a * a for a in SplitHeads(2, 3, 2, (2, 1))(y)], [(6, 6)]),
     ("im2col-col2im", lambda x: Im2Col1D(3, 2, 1, 1, 1)(x) ** 2, [(2, 5, 3)]),
     ("flash-attention", lambda q, k, v, b: flash_attention(q, k, v, mask=_MASK, causal=True, bias=b,
                                                            block_size=2),

@@ -11,6 +11,7 @@ def T(rng, *shape):
     return ta.tensor(rng.standard_normal(shape), requires_grad=True)
 
 
+
 def _same(rng, fast, slow, ins, rtol=1e-10, atol=1e-12):
     """fast(*ins) and slow(*ins) agree, and so do their gradients for one random upstream gradient."""
     yf, ys = fast(*ins), slow(*ins)
@@ -49,6 +50,56 @@ def test_sdpa_fused_equals_textbook(rng, masked):
         return p @ v, p
 
     _same(rng, fast, slow, [q, k, v])
+
+
+@pytest.mark.parametrize("spread", [1.0, 40.0])
+def test_sdpa_unshifted_and_shifted_softmax_equal_textbook(rng, spread):
+    """The fused forward skips the row-max shift when Cauchy–Schwarz bounds every score by 60
+    (spread 1) and keeps it otherwise (spread 40: scores in the hundreds, exp(s) would overflow);
+    both equal the textbook form, and a fully masked row is all zeros either way."""
+    from tinyattn.kernels import attention as KA
+    q, k, v = T(rng, 2, 3, 4, 5), T(rng, 2, 3, 6, 5), T(rng, 2, 3, 6, 2)
+    q = ta.tensor(q.numpy() * spread, requires_grad=True, device=k.device)
+    keep = rng.random((2, 1, 4, 6)) > 0.3
+    keep[..., 0] = True
+    scale = 0.45
+    assert (KA._score_bound(q.numpy(), k.numpy(), scale) <= KA._UNSHIFTED_BOUND) == (spread == 1.0)
+
+    def slow(q, k, v):
+        p = _textbook_masked_softmax((q @ k.swapaxes(-1, -2)) * scale, keep)
+        return p @ v, p
+    dev = ta.backend.to_device
+    _same(rng, lambda q, k, v: kernels.ScaledDotProductAttention(scale, dev(keep, q.device))(q, k, v), slow,
+          [q, k, v])
+    empty = keep.copy()
+    empty[1, 0, 2] = False                            # one fully masked query row
+    o, p = kernels.ScaledDotProductAttention(scale, dev(empty, q.device))(q, k, v)
+    assert (p.numpy()[1, :, 2] == 0).all() and (o.numpy()[1, :, 2] == 0).all()
+    for dt in (np.float32, np.float64):               # large float32 scores stay finite (shifted)
+        o, p = kernels.ScaledDotProductAttention(scale)(*(ta.tensor(a.numpy().astype(dt)) for a in (q, k, v)))
+        assert np.isfinite(p.numpy()).all() and np.allclose(p.numpy().sum(-1), 1, atol=1e-5)
+
+
+def test_split_heads_equals_textbook(rng):
+    """SplitHeads = split → reshape (B, T, H, n) → transpose, outputs and gradients (also when one
+    part gets no gradient), gradcheck and double backward."""
+    B, S, H, ns = 2, 3, 2, (2, 3, 1)
+    y = T(rng, B * S, H * sum(ns))
+
+    def slow(y):
+        parts = ta.functions.split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
+        return tuple(p.reshape(B, S, H, n).transpose(0, 2, 1, 3) for p, n in zip(parts, ns))
+
+    _same(rng, lambda y: kernels.SplitHeads(B, S, H, ns)(y), slow, [y])
+    q, k, v = kernels.SplitHeads(B, S, H, ns)(y)
+    g, = ta.grad([q.sum() + v.sum() * 2], [y])                  # k gets no gradient: zeros there
+    want = np.concatenate([np.ones((B * S, H * 2)), np.zeros((B * S, H * 3)), np.full((B * S, H), 2.0)], 1)
+    np.testing.assert_array_equal(g.numpy(), want)
+    f = lambda y: kernels.SplitHeads(B, S, H, ns)(y)             # noqa: E731
+    ta.gradcheck(f, [y])
+    ta.gradgradcheck(lambda y: [a * a for a in f(y)], [y])
+    with pytest.raises(ValueError, match="split_heads"):
+        kernels.SplitHeads(B, S, H, ns)(T(rng, B * S, 5))
 
 
 def test_additive_score_fused_equals_textbook(rng):
@@ -237,3 +288,33 @@ def test_kernels_docstring_names_tests_that_exist():
         assert re.search(rf"^def {name}\(", (root / path).read_text(), re.M), f"{path}::{name}"
     for name in kernels.__all__:
         assert getattr(kernels, name) is not None
+
+
+@pytest.mark.parametrize("case", ["plain", "masked", "dropout", "bias", "big-scores"])
+def test_sdpa_blocked_path_equals_whole_tensor_path(rng, monkeypatch, case):
+    """NumPy stacks go through the fused attention one cache-sized block of the first axis at a time
+    (forward and backward); the whole-tensor path gives the same bits (the same GEMM calls per
+    matrix, the same row passes), with masks, dropout, a bias and large (shifted) scores."""
+    from tinyattn.kernels import attention as KA
+    if ta.backend.get_backend() != "numpy":
+        pytest.skip("the blocked path is NumPy's")
+    q0, k0, v0 = (rng.standard_normal(s) for s in ((5, 3, 4, 6), (5, 3, 7, 6), (5, 3, 7, 2)))
+    if case == "big-scores":
+        q0 = q0 * 40
+    mask = rng.random((5, 1, 4, 7)) > 0.3 if case == "masked" else None
+    bias = rng.standard_normal((3, 4, 7)) if case == "bias" else None
+    drop = 0.3 if case == "dropout" else 0.0
+    go, gp = rng.standard_normal((5, 3, 4, 2)), rng.standard_normal((5, 3, 4, 7))
+
+    def run():
+        ta.manual_seed(3)
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+        o, p = kernels.ScaledDotProductAttention(0.4, mask, dropout=drop, bias=bias)(q, k, v)
+        gq, gk, gv = ta.grad([o, p], [q, k, v], [go, gp])
+        return [o.numpy(), p.numpy(), gq.numpy(), gk.numpy(), gv.numpy()]
+    monkeypatch.setattr(KA, "_BLOCK_BYTES", 2 * 4 * 7 * 8)          # blocks of 2 (last one of 1)
+    blocked = run()
+    monkeypatch.setattr(KA, "_blockable", lambda *a: False)
+    whole = run()
+    for a, b in zip(blocked, whole):
+        assert a.tobytes() == b.tobytes()

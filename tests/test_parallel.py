@@ -351,3 +351,97 @@ def test_a_single_long_row_runs_serially(pool):
     assert y.tobytes() == ta.softmax(ta.tensor(x), axis=-1).data.tobytes()
     names = _threads_used(lambda a: np.exp(a, out=a), x.copy())
     assert names == [threading.current_thread().name]
+
+
+def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkeypatch):
+    """parallel.matmul on n > 1 threads: the stack of small products is cut over the pool, BLAS on
+    one thread meanwhile (and restored after), each product the same BLAS call as np.matmul's with
+    one BLAS thread: equal bits. Broadcast stacks, big products and one thread are np.matmul."""
+    if not parallel.blas_info()["controllable"]:
+        pytest.skip("NumPy's BLAS thread count is not controllable here")
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((5, 3, 16, 8)).astype(np.float32)
+    b = rng.standard_normal((5, 3, 8, 16)).astype(np.float32)
+    with parallel.blas_threads(1):
+        want = np.matmul(a, b)
+    ta.set_num_threads(2, blas=False)
+    before = parallel.get_blas_threads()
+    seen = []
+    real = parallel._matmul_part
+    monkeypatch.setattr(parallel, "_matmul_part", lambda *p: (seen.append(
+        (threading.current_thread() is not threading.main_thread(), parallel.get_blas_threads())), real(*p)))
+    out = np.empty_like(want)
+    got = parallel.matmul(a, b, out=out)
+    assert got is out and got.tobytes() == want.tobytes()
+    assert seen == [(True, 1)]                             # the second half ran on a pool thread, BLAS at 1
+    assert parallel.get_blas_threads() == before
+    assert parallel.matmul(a, b.swapaxes(-1, -2).swapaxes(-1, -2)).tobytes() == want.tobytes()
+    seen.clear()
+    np.testing.assert_allclose(parallel.matmul(a, b[:1]), np.matmul(a, b[:1]), rtol=1e-6)   # broadcast
+    big = rng.standard_normal((2, 160, 160)).astype(np.float32)
+    np.testing.assert_allclose(parallel.matmul(big, big), np.matmul(big, big), rtol=1e-5)     # 2²² > 2²¹
+    assert seen == []
+    ta.set_num_threads(1, blas=False)
+    assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []
+
+
+def test_linear_bias_add_bit_identical(pool):
+    """F.linear adds the bias into the fresh product as row blocks on the pool: same bits."""
+    rng = np.random.default_rng(10)
+    x0, w0, b0 = (rng.standard_normal(s).astype(np.float32) for s in ((7, 33, 12), (12, 40), (40,)))
+
+    def run():
+        x, w, b = (ta.tensor(a, requires_grad=True) for a in (x0, w0, b0))
+        y = ta.functions.linear(x, w, b)
+        y.backward(ta.tensor(np.ones(y.shape, np.float32)))
+        return [y.data, x.grad.data, w.grad.data, b.grad.data]
+    _same(*_serial_and_parallel(run))
+
+
+def test_transformer_block_bit_identical(pool):
+    """A pre-norm encoder block's training step (fused attention on head views of the QKV
+    projection, SplitHeads, the contiguous V copy, parallel.matmul, LayerNorm, GELU, AdamW): serial
+    and pooled runs give the same bits (BLAS on one thread in both, so the GEMMs are the same calls)."""
+    rng = np.random.default_rng(11)
+    x0 = rng.standard_normal((3, 10, 16)).astype(np.float32)
+    g0 = rng.standard_normal((3, 10, 16)).astype(np.float32)
+
+    def run():
+        ta.manual_seed(0)
+        layer = ta.transformer.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation="gelu", norm_first=True)
+        opt = ta.optim.AdamW(layer.parameters(), lr=1e-2)
+        y = layer(ta.tensor(x0))
+        y.backward(ta.tensor(g0))
+        opt.step()
+        return [y.data] + [p.data for p in layer.parameters()]
+    with parallel.blas_threads(1):
+        _same(*_serial_and_parallel(run))
+
+
+def test_ranges_covers_the_range_with_blas_on_one_thread(pool):
+    """parallel.ranges: fn(lo, hi) over pieces covering range(n) once, on the pool's threads, BLAS
+    at one thread inside (restored after); an exception in a piece reaches the caller; one thread
+    (or n < 2) is fn(0, n)."""
+    if not parallel.blas_info()["controllable"]:
+        pytest.skip("NumPy's BLAS thread count is not controllable here")
+    before = parallel.get_blas_threads()
+    seen, lock = [], threading.Lock()
+
+    def fn(lo, hi):
+        with lock:
+            seen.append((lo, hi, parallel.get_blas_threads()))
+    parallel.ranges(fn, 7)
+    assert sorted(x[:2] for x in seen) == [(0, 2), (2, 4), (4, 7)] and {x[2] for x in seen} == {1}
+    assert parallel.get_blas_threads() == before
+
+    def bad(lo, hi):
+        if lo > 0:
+            raise RuntimeError("piece failed")
+    with pytest.raises(RuntimeError, match="piece failed"):
+        parallel.ranges(bad, 7)
+    assert parallel.get_blas_threads() == before
+    seen.clear()
+    parallel.ranges(fn, 1)
+    ta.set_num_threads(1, blas=False)
+    parallel.ranges(fn, 9)
+    assert [x[:2] for x in seen] == [(0, 1), (0, 9)]

@@ -351,11 +351,12 @@ class Adam(Optimizer):
             if amsgrad:
                 xp.maximum(vmax, v, out=vmax)
                 v = vmax
+            # m / (√v / b₂ + ε) · s  =  m / (√v + ε b₂) · (s b₂): the bias correction b₂ = √(1 − β₂ᵗ)
+            # folded into the scalars (one pass fewer over the parameter)
             denom = xp.sqrt(v, out=tmp)
-            denom /= bias2
-            denom += eps
+            denom += eps * bias2
             step = xp.divide(m, denom, out=denom)
-            step *= step_size
+            step *= step_size * bias2
             pd -= step
         parallel.rows(kernel, p.data, g, state["exp_avg"], state["exp_avg_sq"],
                       state.get("max_exp_avg_sq"), tail=0)

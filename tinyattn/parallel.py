@@ -26,7 +26,10 @@ Rules that keep it exact and cheap:
   passes, and :func:`rows` returns only when every chunk is done, so the pool's threads and BLAS's
   threads take turns on the cores instead of competing.
   tests/test_blas_threads.py reads every ``parallel.rows`` call in the library and fails when the
-  function it hands over calls BLAS.
+  function it hands over calls BLAS. The two exceptions hold BLAS at ONE thread while they run, so
+  that still only the pool's n threads run: :func:`matmul` (a stack of small products, e.g.
+  attention's per-head GEMMs, split over the pool) and :func:`ranges` (blocks of work that each call
+  BLAS, e.g. the blocked attention kernel).
 * **Serial switch.** ``set_num_threads(1)`` makes every call run ``fn`` on the whole arrays in the
   calling thread, exactly the serial code path, and sets BLAS to one thread: fully serial. CuPy
   arrays (and anything that is not a NumPy array) always take the serial path: the GPU already runs
@@ -68,7 +71,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["rows", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
+__all__ = ["rows", "matmul", "ranges", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
            "active", "blas_info", "get_blas_threads", "set_blas_threads", "blas_threads"]
 
 
@@ -281,6 +284,101 @@ def rows(fn, *arrays, tail=1):
         raise exc
     return None
 
+
+# A stack of matrix products each below this many multiply-adds (m·k·n) is "small": 128 × 32 × 128
+# attention products are 2¹⁹. Larger products gain from BLAS's own threads and keep them.
+_SMALL_GEMM = 1 << 21
+
+
+def matmul(a, b, out=None):
+    """``np.matmul(a, b, out=out)`` for a STACK of small products (…, m, k) @ (…, k, n) — the
+    per-head products of attention — with the stack split over the pool's threads and NumPy's BLAS
+    held at one thread meanwhile: each thread runs whole products on one core.
+
+    Why: OpenBLAS threads each small product separately (two threads for a 128 × 32 × 128 GEMM),
+    paying a hand-off and a join per product; measured on the 2-core development VM, 128 such
+    products: 2.2 ms on one thread, 1.2× faster on two BLAS threads when the machine is idle, up to
+    6× SLOWER (13 ms) when another process keeps a core busy (BLAS's second thread waits its turn
+    while the first spins), and ~1.9× faster split here (each half on one thread).
+
+    The rule "the pool never runs BLAS in parallel with BLAS threads" holds: BLAS is set to one
+    thread for the duration, so exactly the pool's n threads run. Used when the pool has n > 1
+    threads, a and b are NumPy arrays with the same leading (stack) shape, the first stack axis has
+    ≥ n entries, every product is below 2²¹ multiply-adds and BLAS's thread count is controllable
+    (:func:`blas_info`); otherwise this is ``np.matmul`` (CuPy arrays: ``cupy.matmul``). Each
+    product is the same BLAS call with the same operands, so results equal one BLAS thread's.
+    """
+    n = _state["n"]
+    if (n <= 1 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim < 3
+            or a.shape[:-2] != b.shape[:-2] or a.shape[0] < n or getattr(_local, "busy", False)
+            or a.shape[-2] * a.shape[-1] * b.shape[-1] > _SMALL_GEMM or _find_blas() is None):
+        if type(a) is np.ndarray and type(b) is np.ndarray:
+            return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        xp = _array_module(a)
+        return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(a.shape[:-1] + (b.shape[-1],), dtype=np.result_type(a, b))
+    edges = _bounds(a.shape[0], n, 1)
+    parts = [(a[lo:hi], b[lo:hi], out[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+    pool = _pool(n)
+    with blas_threads(1):
+        futures = [pool.submit(_matmul_part, *p) for p in parts[1:]]
+        exc = None
+        try:
+            np.matmul(*parts[0][:2], out=parts[0][2])
+        except BaseException as e:        # wait for the others before raising
+            exc = e
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:
+                exc = exc or e
+    if exc is not None:
+        raise exc
+    return out
+
+
+def ranges(fn, n):
+    """``fn(lo, hi)`` over contiguous pieces of ``range(n)``, one piece per thread of the pool, with
+    NumPy's BLAS held at one thread meanwhile — so ``fn`` MAY call BLAS: each thread runs its own
+    GEMMs on its own core (the blocked attention kernel: per block, QKᵀ, the softmax and PV while the
+    block's scores sit in cache). Passes (:func:`rows`) inside ``fn`` run serially in its thread.
+    Serial — ``fn(0, n)`` — with one thread, n < 2, inside a pool task, or where BLAS's threads are
+    not controllable (then BLAS threads could oversubscribe the cores). ``fn`` must write disjoint
+    parts of its outputs for disjoint ranges; results are those of ``fn(0, n)`` when ``fn``'s work
+    on an index does not depend on the range it came in."""
+    k = min(_state["n"], int(n))
+    if k <= 1 or getattr(_local, "busy", False) or _find_blas() is None:
+        fn(0, n)
+        return None
+    edges = _bounds(int(n), k, 1)
+    pieces = list(zip(edges[:-1], edges[1:]))
+    err = np.geterr()
+    pool = _pool(_state["n"])
+    exc = None
+    with blas_threads(1):
+        futures = [pool.submit(_run, fn, err, piece) for piece in pieces[1:]]
+        try:
+            _run(fn, err, pieces[0])
+        except BaseException as e:        # wait for the others before raising
+            exc = e
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:
+                exc = exc or e
+    if exc is not None:
+        raise exc
+    return None
+
+
+def _matmul_part(a, b, out):
+    np.matmul(a, b, out=out)
+
+
+def _array_module(a):
+    from . import backend                    # (same layer; imported here: parallel loads first)
+    return backend.get_array_module(a)
 
 
 # ================================================================================================

@@ -6,7 +6,7 @@ and the engine (``autograd.sum_to``) sums it back to each input's shape, once, f
 import numpy as np
 
 from ..autograd import Function, Tensor, apply
-from .. import backend
+from .. import backend, parallel
 from .shape import ExpandDims
 
 
@@ -189,7 +189,10 @@ class Linear(Function):
             raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not broadcast to the product's "
                              f"shape {tuple(y.shape)}; give b shape ({w.shape[1]},)") from None
         if shape == y.shape and np.result_type(y.dtype, b.dtype) == y.dtype:
-            y += b                             # y is the fresh product (or a view of it): ours alone
+            if b.ndim <= 1 and parallel.active(y):
+                parallel.rows(_add_, y, b)     # large: row blocks on the pool (same bits)
+            else:
+                y += b                         # y is the fresh product (or a view of it): ours alone
             return y
         return y + b
 
@@ -197,6 +200,11 @@ class Linear(Function):
         x, w, _ = self.inputs
         ga, gw = _matmul_backward(x, w, gy, self._inputs[0].requires_grad, self._inputs[1].requires_grad)
         return ga, gw, gy if self._inputs[2].requires_grad else None
+
+
+def _add_(y, b):
+    """y += b in place (one block of rows)."""
+    y += b
 
 
 def _matmul(a, b):

@@ -19,8 +19,9 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..functions import concat, linear, split
+from ..functions import concat, linear
 from ..attention import scaled_dot_product_attention, as_mask, combine_masks
+from ..kernels import SplitHeads
 
 __all__ = ["LayerKVCache", "KVCache", "project_heads", "mha_attend", "offset_causal_mask"]
 
@@ -73,7 +74,8 @@ class KVCache:
 
 def project_heads(mha, x, names):
     """x (B, T, d) → [(B, H, T, n)] for each of ``names`` ⊂ {"query", "key", "value"}, as ONE GEMM
-    (B·T, d) @ [W_1 | W_2 | …] with the kernels side by side, then split and reshaped per head."""
+    (B·T, d) @ [W_1 | W_2 | …] with the kernels side by side, then split and reshaped per head
+    (:class:`~tinyattn.kernels.SplitHeads`: views forward, one gradient buffer backward)."""
     B, T, d = x.shape
     H = mha.num_heads
     ks = [getattr(mha, f"{n}_kernel") for n in names]
@@ -88,8 +90,8 @@ def project_heads(mha, x, names):
         bs = [getattr(mha, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
         b = bs[0] if len(bs) == 1 else concat(bs, axis=0)
     y = linear(x.reshape(B * T, d), W, b)                      # x W + b: one node
-    parts = [y] if len(ks) == 1 else split(y, list(np.cumsum([H * n for n in ns[:-1]])), axis=1)
-    return [p.reshape(B, T, H, n).transpose(0, 2, 1, 3) for p, n in zip(parts, ns)]
+    out = SplitHeads(B, T, H, ns)(y)       # = split, reshape (B, T, H, n), transpose: one node
+    return list(out) if isinstance(out, tuple) else [out]
 
 
 def offset_causal_mask(tq, tk, offset, xp):
