@@ -268,11 +268,17 @@ def rows(fn, *arrays, tail=1):
         fn(*arrays)
         return None
     err = np.geterr()
-    pool = _pool(n)
-    futures = [pool.submit(_run, fn, err, c) for c in chunks[1:]]
+    _fan_out(_pool(n), [(_run, fn, err, c) for c in chunks])
+    return None
+
+
+def _fan_out(pool, calls):
+    """Run ``calls`` — (function, *args) each — the first in this thread, the others on ``pool``;
+    return when all are done, re-raising the first error (after waiting for the others)."""
+    futures = [pool.submit(*c) for c in calls[1:]]
     exc = None
     try:
-        _run(fn, err, chunks[0])
+        calls[0][0](*calls[0][1:])
     except BaseException as e:            # wait for the others before raising
         exc = e
     for f in futures:
@@ -282,7 +288,6 @@ def rows(fn, *arrays, tail=1):
             exc = exc or e
     if exc is not None:
         raise exc
-    return None
 
 
 # A stack of matrix products each below this many multiply-adds (m·k·n) is "small": 128 × 32 × 128
@@ -320,21 +325,8 @@ def matmul(a, b, out=None):
         out = np.empty(a.shape[:-1] + (b.shape[-1],), dtype=np.result_type(a, b))
     edges = _bounds(a.shape[0], n, 1)
     parts = [(a[lo:hi], b[lo:hi], out[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
-    pool = _pool(n)
     with blas_threads(1):
-        futures = [pool.submit(_matmul_part, *p) for p in parts[1:]]
-        exc = None
-        try:
-            np.matmul(*parts[0][:2], out=parts[0][2])
-        except BaseException as e:        # wait for the others before raising
-            exc = e
-        for f in futures:
-            try:
-                f.result()
-            except BaseException as e:
-                exc = exc or e
-    if exc is not None:
-        raise exc
+        _fan_out(_pool(n), [(_matmul_part,) + p for p in parts])
     return out
 
 
@@ -354,21 +346,8 @@ def ranges(fn, n):
     edges = _bounds(int(n), k, 1)
     pieces = list(zip(edges[:-1], edges[1:]))
     err = np.geterr()
-    pool = _pool(_state["n"])
-    exc = None
     with blas_threads(1):
-        futures = [pool.submit(_run, fn, err, piece) for piece in pieces[1:]]
-        try:
-            _run(fn, err, pieces[0])
-        except BaseException as e:        # wait for the others before raising
-            exc = e
-        for f in futures:
-            try:
-                f.result()
-            except BaseException as e:
-                exc = exc or e
-    if exc is not None:
-        raise exc
+        _fan_out(_pool(_state["n"]), [(_run, fn, err, piece) for piece in pieces])
     return None
 
 
