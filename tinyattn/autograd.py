@@ -28,7 +28,8 @@ also works after ``backward()``: a backward pass without ``retain_graph`` frees 
 input Tensors and the arrays it saved for its backward (as before), keeping only a skeleton for
 walking — per input a :class:`ReleasedTensor` (shape, dtype, name, creator; no data; the live
 Tensor is returned instead while something else still holds it) and the Function's small settings
-(axis, scale ...). Arrays are never kept alive by the skeleton.
+(axis, scale ...). The skeleton keeps no array alive except the parameters' (leaves that require
+grad, kept as themselves, as PyTorch's ``AccumulateGrad`` nodes keep theirs).
 
 Backward code is written once and serves two purposes: on plain arrays (the fast path) and on
 Tensors (``create_graph=True``, so gradients are themselves differentiable). It uses only the array
