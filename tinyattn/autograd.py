@@ -306,44 +306,27 @@ class Function:
             if str(e).startswith(op):
                 raise
             raise type(e)(f"{op}: {e} (input shapes {shapes})") from None
-        if type(ys) is not tuple:              # one output (most ops)
-            y = _wrap(ys) if type(ys) is np.ndarray else Tensor(ys)   # (ndarray: the cheap path)
-            if _off == 0 or _mode.enabled:
-                gen = -1                       # the deepest input that needs a gradient, if any
-                for x in xs:
-                    if x.requires_grad and x.generation > gen:
-                        gen = x.generation
-                if gen >= 0:                   # _record, inlined for the one-output hot path
-                    self.generation = gen
-                    self._seq = next(_sequence)
-                    self._inputs = xs
-                    if ys.dtype.kind == "f":
-                        y.requires_grad = True
-                        y.creator = self
-                        y.generation = gen + 1
-                    self.outputs = (weakref.ref(y),)
-            return y
-        outs = tuple([Tensor(y) for y in ys])
-        if _off == 0 or _mode.enabled:
-            gen = -1
+        single = type(ys) is not tuple         # one output (most ops)
+        if single:
+            outs = (_wrap(ys) if type(ys) is np.ndarray else Tensor(ys),)   # (ndarray: the cheap path)
+        else:
+            outs = tuple([Tensor(y) for y in ys])
+        if _off == 0 or _mode.enabled:         # join the graph if an input needs a gradient
+            gen = -1                           # the deepest such input
             for x in xs:
                 if x.requires_grad and x.generation > gen:
                     gen = x.generation
             if gen >= 0:
-                self._record(xs, outs, gen)
-        return outs
-
-    def _record(self, xs, outs, gen):
-        """Join the graph: remember the inputs, number this Function, make the outputs its own."""
-        self.generation = gen
-        self._seq = next(_sequence)            # creation order: backward's order and tie-break
-        self._inputs = xs
-        for o in outs:
-            if o.data.dtype.kind == "f":
-                o.requires_grad = True
-                o.creator = self
-                o.generation = gen + 1
-        self.outputs = (weakref.ref(outs[0]),) if len(outs) == 1 else tuple([weakref.ref(o) for o in outs])
+                self.generation = gen
+                self._seq = next(_sequence)    # creation order: backward's order and tie-break
+                self._inputs = xs
+                for o in outs:
+                    if o.data.dtype.kind == "f":
+                        o.requires_grad = True
+                        o.creator = self
+                        o.generation = gen + 1
+                self.outputs = (weakref.ref(outs[0]),) if single else tuple([weakref.ref(o) for o in outs])
+        return outs[0] if single else outs
 
     @property
     def inputs(self):
