@@ -23,6 +23,13 @@ def softmax_(s, drop=None, axis=-1):
     return _softmax_rows(s, drop, axis)
 
 
+def row_sums(a):
+    """Σ over the last axis of array ``a``, kept as an axis of size 1: (…, k) → (…, 1). Through
+    ``einsum``, whose one SIMD pass is ~3.5× ``np.sum``'s on rows of 128 (the softmax and LayerNorm
+    kernels' row sums). NumPy or CuPy."""
+    return backend.get_array_module(a).einsum("...k->...", a)[..., None]
+
+
 def _softmax_rows(s, drop, axis=-1):
     xp = backend.get_array_module(s)
     if drop is not None:
@@ -32,8 +39,8 @@ def _softmax_rows(s, drop, axis=-1):
         m[~xp.isfinite(m)] = 0             # a fully masked row: any finite shift will do
     s -= m
     xp.exp(s, out=s)                       # exp(-inf) = 0 at masked entries
-    if axis in (-1, s.ndim - 1):           # row sums: einsum's SIMD loop is ~3.5x np.sum's on rows of 128
-        z = xp.einsum("...k->...", s)[..., None]
+    if axis in (-1, s.ndim - 1):
+        z = row_sums(s)
     else:
         z = s.sum(axis=axis, keepdims=True)
     if drop is not None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import backend, parallel
 from ..autograd import Function, sum_to, _sum_to_array
-from ..functions.nn import MaskedSoftmax, softmax_, _softmax_grad_rows
+from ..functions.nn import MaskedSoftmax, row_sums, softmax_, _softmax_grad_rows
 from .rnn import _workspace
 
 # Score-sized buffers (S, P and gS) up to this many bytes come from the shared buffer pool of
@@ -67,7 +67,7 @@ def _exp_normalize_rows(s, drop):
     xp.exp(s, out=s)
     if drop is not None:
         xp.copyto(s, 0, where=drop)
-    z = xp.einsum("...k->...", s)[..., None]
+    z = row_sums(s)
     if drop is not None:
         z[z == 0] = 1                      # empty rows stay 0 instead of 0/0
     xp.reciprocal(z, out=z)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import parallel
 from ..autograd import Function
+from ..functions.nn import row_sums
 
 __all__ = ["LayerNormFn"]
 
@@ -55,7 +56,7 @@ class LayerNormFn(Function):
             inv_n = 1.0 / x.shape[-1]
 
             def kernel(x, gamma, beta, y, xhat, r):      # a block of rows; _normalize's operations,
-                mu = np.einsum("...k->...", x)[..., None]    # with xhat holding xc (no temporaries
+                mu = row_sums(x)                             # with xhat holding xc (no temporaries
                 mu *= inv_n                                   # of x's size); row sums by einsum
                 xc = np.subtract(x, mu, out=xhat)
                 var = np.einsum("...k,...k->...", xc, xc)[..., None]
@@ -86,7 +87,7 @@ class LayerNormFn(Function):
                 if gx is not None and inplace:           # gx holds g x̂, then t; gg (or a block
                     gxh = np.multiply(gy, gamma, out=gx)  # of scratch) holds x̂ · m₂
                     tmp = gg if gg is not None else np.empty_like(gx)
-                    m1 = np.einsum("...k->...", gxh)[..., None]          # row means by einsum
+                    m1 = row_sums(gxh)                                   # row means by einsum
                     m1 *= inv_n                                          # (~3x np.mean on rows
                     m2 = np.einsum("...k,...k->...", gxh, xhat)[..., None]   # of 256)
                     m2 *= inv_n
