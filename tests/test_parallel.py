@@ -385,6 +385,65 @@ def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkey
     assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []
 
 
+@pytest.mark.parametrize("m,k,n,trans", [(256, 96, 128, ""), (200, 128, 160, "a"), (16, 512, 520, "b"), (8, 64, 24, "ab")])
+def test_matmul_splits_one_large_product_with_blas_on_one_thread(pool, monkeypatch, m, k, n, trans):
+    """parallel.matmul of ONE large 2-D product (threshold lowered here): the rows of a and of the
+    result are cut over the pool (the columns of b when a has few rows; too few of both: whole),
+    BLAS on one thread meanwhile (restored after); transposed operands (views) as they are; the
+    bits of np.matmul on one BLAS thread. Linear layers' GEMMs come here through functions.arith.
+
+    Sizes: every part here is past OpenBLAS's small-matrix path (≲ 1M multiply-adds, other kernels
+    and another summation order: a 24 × 160 × 72 product cut in two differs in the last bit); the
+    real threshold, 2²⁶, keeps parts above it on up to 64 threads."""
+    if not parallel.blas_info()["controllable"]:
+        pytest.skip("NumPy's BLAS thread count is not controllable here")
+    monkeypatch.setattr(parallel, "_LARGE_GEMM", 1)
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((k, m) if "a" in trans else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if "b" in trans else (k, n)).astype(np.float32)
+    a, b = (a.T if "a" in trans else a), (b.T if "b" in trans else b)
+    with parallel.blas_threads(1):
+        want = np.matmul(a, b)
+    ta.set_num_threads(2, blas=False)
+    before = parallel.get_blas_threads()
+    seen = []
+    real = parallel._matmul_part
+    monkeypatch.setattr(parallel, "_matmul_part", lambda x, y, o: (seen.append(
+        (x.shape, y.shape, parallel.get_blas_threads())), real(x, y, o)))
+    got = parallel.matmul(a, b)
+    assert got.shape == (m, n) and got.tobytes() == want.tobytes()
+    assert parallel.get_blas_threads() == before
+    half = lambda v: v // 2 // 16 * 16                           # noqa: E731 (cuts at multiples of 16)
+    if m >= 32:                                                  # rows cut
+        assert sorted(s[0][0] for s in seen) == sorted([half(m), m - half(m)]) and {s[2] for s in seen} == {1}
+    elif n >= 32:                                                # columns cut
+        assert sorted(s[1][1] for s in seen) == sorted([half(n), n - half(n)]) and {s[2] for s in seen} == {1}
+    else:
+        assert seen == []
+    out = np.empty((m, n), np.float32)
+    assert parallel.matmul(a, b, out=out) is out and out.tobytes() == want.tobytes()
+    monkeypatch.setattr(parallel, "_LARGE_GEMM", m * k * n + 1)  # below the threshold: np.matmul
+    seen.clear()
+    assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []
+
+
+def test_linear_layers_split_large_gemms_bit_identical(pool, monkeypatch):
+    """Every GEMM of a Linear layer's forward and backward (x @ W, gy @ Wᵀ, xᵀ gy) taken through the
+    large-product split (threshold lowered; every part, on 3 threads, past OpenBLAS's small-matrix
+    path): the bits of the serial run, both on one BLAS thread."""
+    monkeypatch.setattr(parallel, "_LARGE_GEMM", 1)
+    rng = np.random.default_rng(13)
+    x0, w0, b0, g0 = (rng.standard_normal(s).astype(np.float32) for s in ((4, 64, 96), (96, 192), (192,), (4, 64, 192)))
+
+    def run():
+        x, w, b = (ta.tensor(a, requires_grad=True) for a in (x0, w0, b0))
+        y = ta.functions.linear(x, w, b)
+        y.backward(ta.tensor(g0))
+        return [y.data, x.grad.data, w.grad.data, b.grad.data]
+    with parallel.blas_threads(1):
+        _same(*_serial_and_parallel(run))
+
+
 def test_linear_bias_add_bit_identical(pool):
     """F.linear adds the bias into the fresh product as row blocks on the pool: same bits."""
     rng = np.random.default_rng(10)

@@ -28,8 +28,10 @@ Rules that keep it exact and cheap:
   tests/test_blas_threads.py reads every ``parallel.rows`` call in the library and fails when the
   function it hands over calls BLAS. The two exceptions hold BLAS at ONE thread while they run, so
   that still only the pool's n threads run: :func:`matmul` (a stack of small products, e.g.
-  attention's per-head GEMMs, split over the pool) and :func:`ranges` (blocks of work that each call
-  BLAS, e.g. the blocked attention kernel).
+  attention's per-head GEMMs, or one large product, e.g. a Linear layer's, split over the pool) and
+  :func:`ranges` (blocks of work that each call BLAS, e.g. the blocked attention kernel). Taking
+  turns is not the whole story: an OpenBLAS thread busy-waits ~0.1 s after each GEMM, on a core the
+  next pass needs, so the large GEMMs of a Transformer never wake BLAS's threads (:func:`matmul`).
 * **Serial switch.** ``set_num_threads(1)`` makes every call run ``fn`` on the whole arrays in the
   calling thread, exactly the serial code path, and sets BLAS to one thread: fully serial. CuPy
   arrays (and anything that is not a NumPy array) always take the serial path: the GPU already runs
@@ -291,40 +293,78 @@ def _fan_out(pool, calls):
 
 
 # A stack of matrix products each below this many multiply-adds (m·k·n) is "small": 128 × 32 × 128
-# attention products are 2¹⁹. Larger products gain from BLAS's own threads and keep them.
+# attention products are 2¹⁹. Larger products in a stack keep BLAS's own threads.
 _SMALL_GEMM = 1 << 21
+# A single product (m, k) @ (k, n) of at least this many multiply-adds is "large": cut into row (or
+# column) blocks over the pool. 2²⁴ is ~0.35 ms on one core of the development VM, ~10× the pool's
+# hand-off; a Transformer block's projections (2048 × 256 × 1024) are 2²⁹.
+_LARGE_GEMM = 1 << 26
 
 
 def matmul(a, b, out=None):
-    """``np.matmul(a, b, out=out)`` for a STACK of small products (…, m, k) @ (…, k, n) — the
-    per-head products of attention — with the stack split over the pool's threads and NumPy's BLAS
-    held at one thread meanwhile: each thread runs whole products on one core.
+    """``np.matmul(a, b, out=out)`` with the work split over the pool's threads and NumPy's BLAS held
+    at ONE thread meanwhile, so that each thread runs whole BLAS calls on one core. Two cases:
 
-    Why: OpenBLAS threads each small product separately (two threads for a 128 × 32 × 128 GEMM),
-    paying a hand-off and a join per product; measured on the 2-core development VM, 128 such
-    products: 2.2 ms on one thread, 1.2× faster on two BLAS threads when the machine is idle, up to
-    6× SLOWER (13 ms) when another process keeps a core busy (BLAS's second thread waits its turn
-    while the first spins), and ~1.9× faster split here (each half on one thread).
+    * a STACK of small products (…, m, k) @ (…, k, n), the per-head products of attention: the
+      stack is cut (each product below 2²¹ multiply-adds, the first stack axis ≥ n entries);
+    * ONE large product, a (m, k) @ b (k, n) of at least 2²⁴ multiply-adds (the projections of a
+      Linear layer, their gradients): the rows of a and of the result are cut, or, when m is small,
+      the columns of b and of the result.
+
+    Why the stacks: OpenBLAS threads each small product separately (two threads for a 128 × 32 × 128
+    GEMM), paying a hand-off and a join per product; measured on the 2-core development VM, 128
+    such products: 2.2 ms on one thread, 1.2× faster on two BLAS threads when the machine is idle,
+    up to 6× SLOWER (13 ms) when another process keeps a core busy (BLAS's second thread waits its
+    turn while the first spins), and ~1.9× faster split here (each half on one thread).
+
+    Why the large products: the GEMM itself runs as fast either way (two BLAS threads or two
+    halves here, ~180 GFLOP/s on the VM), but an OpenBLAS thread that finished a GEMM does not
+    sleep: it busy-waits ~0.1 s (2²⁸ cycles, OpenBLAS's THREAD_TIMEOUT) for the next one, on a
+    core that the pool's next pass (GELU, LayerNorm, softmax, Adam) needs; a GELU chunk on the
+    pool's worker then took 10× its time. With these GEMMs split here, BLAS's own threads are never
+    woken and the pool's threads sleep when idle. Measured (training step, pool and BLAS on 2
+    threads, old and new code in two processes, 8 interleaved rounds, median ratio, 2 runs): pre-norm
+    Transformer encoder block (B 16, T 128, d 256, FFN 1024) 0.91–0.95×, multi-head attention
+    (B 16, T 128, d 256) 0.80–0.93×; Bahdanau, the decoder loop, LSTM, GRU unchanged (their
+    products stay below 2²⁶: small GEMMs in quick succession are where BLAS's spinning threads pay).
+    Parts are multiples of 16 rows (columns) and stay past OpenBLAS's small-matrix path, whose
+    kernels sum in another order.
 
     The rule "the pool never runs BLAS in parallel with BLAS threads" holds: BLAS is set to one
     thread for the duration, so exactly the pool's n threads run. Used when the pool has n > 1
-    threads, a and b are NumPy arrays with the same leading (stack) shape, the first stack axis has
-    ≥ n entries, every product is below 2²¹ multiply-adds and BLAS's thread count is controllable
-    (:func:`blas_info`); otherwise this is ``np.matmul`` (CuPy arrays: ``cupy.matmul``). Each
-    product is the same BLAS call with the same operands, so results equal one BLAS thread's.
+    threads, a and b are NumPy arrays and BLAS's thread count is controllable
+    (:func:`blas_info`); otherwise (other shapes, one thread, CuPy arrays) this is ``np.matmul`` /
+    ``cupy.matmul``. Every part is a BLAS call on whole rows (columns) of the operands with the
+    whole inner dimension, which computes each element of the result as the undivided product
+    does: results equal one BLAS thread's (tests/test_parallel.py, also through Linear layers).
     """
     n = _state["n"]
-    if (n <= 1 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim < 3
-            or a.shape[:-2] != b.shape[:-2] or a.shape[0] < n or getattr(_local, "busy", False)
-            or a.shape[-2] * a.shape[-1] * b.shape[-1] > _SMALL_GEMM or _find_blas() is None):
+    how = None
+    if (n > 1 and type(a) is np.ndarray and type(b) is np.ndarray and not getattr(_local, "busy", False)
+            and a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == b.shape[-2]):
+        m, k, p = a.shape[-2], a.shape[-1], b.shape[-1]
+        if a.ndim >= 3 and a.shape[:-2] == b.shape[:-2] and a.shape[0] >= n and m * k * p <= _SMALL_GEMM:
+            how = "stack"
+        elif a.ndim == 2 and b.ndim == 2 and m * k * p >= _LARGE_GEMM and max(m, p) >= 16 * n:
+            how = "rows" if m >= 16 * n else "cols"
+        if how is not None and _find_blas() is None:
+            how = None
+    if how is None:
         if type(a) is np.ndarray and type(b) is np.ndarray:
             return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
         xp = _array_module(a)
         return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
     if out is None:
         out = np.empty(a.shape[:-1] + (b.shape[-1],), dtype=np.result_type(a, b))
-    edges = _bounds(a.shape[0], n, 1)
-    parts = [(a[lo:hi], b[lo:hi], out[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+    if how == "stack":
+        edges = _bounds(a.shape[0], n, 1)
+        parts = [(a[lo:hi], b[lo:hi], out[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+    elif how == "rows":
+        edges = _bounds(a.shape[0], n, 16)
+        parts = [(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+    else:
+        edges = _bounds(b.shape[1], n, 16)
+        parts = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
     with blas_threads(1):
         _fan_out(_pool(n), [(_matmul_part,) + p for p in parts])
     return out

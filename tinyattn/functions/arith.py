@@ -210,12 +210,17 @@ def _add_(y, b):
 def _matmul(a, b):
     """Array a @ b, steering NumPy to its fast paths: a stack (..., m, k) times one matrix (k, n) as
     one (… · m, k) @ (k, n) GEMM (NumPy would loop over the stack), and an inner size k = 1 as a
-    broadcast product a * b (an outer product, which BLAS does poorly in small batches)."""
+    broadcast product a * b (an outer product, which BLAS does poorly in small batches). A large
+    single product (≥ 2²⁶ multiply-adds: a Transformer's projections) runs on the pool
+    (:func:`tinyattn.parallel.matmul`: BLAS held at one thread, so that its threads, which busy-wait
+    after a GEMM, never take the cores the pool's next pass needs)."""
     xp = backend.get_array_module(a, b)
     if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1:
         return a * b
     if b.ndim == 2 and a.ndim > 2:
-        return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+        return parallel.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+    if a.ndim == 2 and b.ndim == 2:
+        return parallel.matmul(a, b)
     return xp.matmul(a, b)
 
 
