@@ -444,6 +444,40 @@ def test_linear_layers_split_large_gemms_bit_identical(pool, monkeypatch):
         _same(*_serial_and_parallel(run))
 
 
+def test_tasks_run_whole_calls_balanced_over_the_pool(pool, monkeypatch):
+    """parallel.tasks: every call runs once, whole, in one thread (rows() inside it serial), the
+    threads' shares balanced by size (largest first to the least loaded); an error reaches the
+    caller after all calls finished; one thread, or sizes under the threshold, run in order here."""
+    seen, lock = [], threading.Lock()
+
+    def call(i, a):
+        with lock:
+            seen.append((i, threading.current_thread().name, parallel.active(a)))
+        a += i
+    arrays = [np.zeros(s, np.float32) for s in (500, 400, 300, 200, 100)]
+    shares = []
+    real = parallel._run_calls
+    monkeypatch.setattr(parallel, "_run_calls", lambda share: (shares.append(
+        (threading.current_thread() is threading.main_thread(), sorted(c[1] for c in share))), real(share)))
+    parallel.tasks([(call, i, a) for i, a in enumerate(arrays)], [a.size for a in arrays])
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3, 4] and not any(act for _, _, act in seen)
+    assert all((a == i).all() for i, a in enumerate(arrays))
+    assert sorted(shares) == [(False, [1, 4]), (False, [2, 3]), (True, [0])]   # 3 threads, 500 elements each
+    seen.clear()
+    failed = []
+
+    def bad(i):
+        failed.append(i)
+        if i == 1:
+            raise RuntimeError("task failed")
+    with pytest.raises(RuntimeError, match="task failed"):
+        parallel.tasks([(bad, i) for i in range(3)], [100, 100, 100])
+    assert sorted(failed) == [0, 1, 2]
+    ta.set_num_threads(1, blas=False)
+    parallel.tasks([(call, i, a) for i, a in enumerate(arrays)], [a.size for a in arrays])
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4] and {n for _, n, _ in seen} == {threading.current_thread().name}
+
+
 def test_linear_bias_add_bit_identical(pool):
     """F.linear adds the bias into the fresh product as row blocks on the pool: same bits."""
     rng = np.random.default_rng(10)

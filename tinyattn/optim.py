@@ -75,6 +75,7 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient (in place: each updated
         parameter's version counter goes up, see ``Tensor.version``)."""
         hps = [_plain(group, type(self).__name__) for group in self.param_groups]   # all checked first
+        calls, updated = [], []
         for group, hp in zip(self.param_groups, hps):
             for p in group["params"]:
                 if p.grad is None:
@@ -86,8 +87,17 @@ class Optimizer:
                 if g.dtype != p.data.dtype:
                     g = g.astype(p.data.dtype)
                 state = self.state.setdefault(id(p), {})
-                self._update(p, g, state, hp)
-                p.bump_version()              # an in-place change: graphs that used p refuse backward
+                calls.append((self._update, p, g, state, hp))
+                updated.append(p)
+        # the parameters' updates are independent: one hand-off to the pool for all of them, each
+        # parameter whole in one thread (tinyattn.parallel.tasks; same bits as one after another)
+        if all(type(p.data) is np.ndarray for p in updated):
+            parallel.tasks(calls, [p.data.size for p in updated])
+        else:
+            for c in calls:
+                c[0](*c[1:])
+        for p in updated:
+            p.bump_version()                  # an in-place change: graphs that used p refuse backward
 
     def _update(self, p, g, state, group):
         raise NotImplementedError

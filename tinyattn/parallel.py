@@ -73,7 +73,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["rows", "matmul", "ranges", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
+__all__ = ["rows", "tasks", "matmul", "ranges", "set_num_threads", "get_num_threads", "set_min_elements", "get_min_elements",
            "active", "blas_info", "get_blas_threads", "set_blas_threads", "blas_threads"]
 
 
@@ -272,6 +272,43 @@ def rows(fn, *arrays, tail=1):
     err = np.geterr()
     _fan_out(_pool(n), [(_run, fn, err, c) for c in chunks])
     return None
+
+
+def tasks(calls, sizes):
+    """Run independent ``calls`` — (function, *args) each — on the pool, each call whole in one
+    thread, the threads' shares balanced by ``sizes`` (the elements each call works on; largest
+    first, each to the least loaded thread). Inside a call, :func:`rows` runs serially, so every
+    call computes exactly what it computes alone: results are bit-identical to running the calls
+    in order on the calling thread, which is what happens with one thread, inside a pool task, or
+    when the sizes add up to fewer than :func:`get_min_elements`.
+
+    Why: the optimizers update a dozen parameters of 10⁵–10⁶ elements each; one :func:`rows` split
+    per parameter wakes the pool's worker a dozen times, and on the 2-core development VM a wake-up
+    costs 20–170 µs (longer the longer the worker slept), more than half a parameter's update. One
+    hand-off for the whole step: measured (AdamW on a Transformer block's 16 parameters, 0.79M
+    elements, 2 threads, median of 7 × 50 steps) 3.3 → 1.6 ms, against 2.0 ms serial.
+
+    The calls must not call BLAS (as :func:`rows`'s functions) and must touch disjoint data.
+    Returns None; the first error of any call is re-raised after all finished."""
+    calls = list(calls)
+    n = min(_state["n"], len(calls))
+    if n <= 1 or getattr(_local, "busy", False) or sum(sizes) < _state["min"]:
+        for c in calls:
+            c[0](*c[1:])
+        return None
+    shares, loads = [[] for _ in range(n)], [0] * n
+    for i in sorted(range(len(calls)), key=lambda i: -sizes[i]):
+        j = loads.index(min(loads))
+        shares[j].append(calls[i])
+        loads[j] += sizes[i]
+    err = np.geterr()
+    _fan_out(_pool(_state["n"]), [(_run, _run_calls, err, (share,)) for share in shares if share])
+    return None
+
+
+def _run_calls(share):
+    for c in share:
+        c[0](*c[1:])
 
 
 def _fan_out(pool, calls):
