@@ -385,10 +385,12 @@ def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkey
     assert parallel.matmul(a, b).tobytes() == np.matmul(a, b).tobytes() and seen == []
 
 
-@pytest.mark.parametrize("m,k,n,trans", [(256, 96, 128, ""), (200, 128, 160, "a"), (16, 512, 520, "b"), (8, 64, 24, "ab")])
+@pytest.mark.parametrize("m,k,n,trans", [(256, 96, 128, ""), (200, 128, 160, "a"), (64, 256, 512, "a"), (16, 512, 520, "b"),
+                                         (8, 64, 24, "ab")])
 def test_matmul_splits_one_large_product_with_blas_on_one_thread(pool, monkeypatch, m, k, n, trans):
     """parallel.matmul of ONE large 2-D product (threshold lowered here): the rows of a and of the
-    result are cut over the pool (the columns of b when a has few rows; too few of both: whole),
+    result are cut over the pool when a is the bigger operand (m ≥ n), else the columns of b (too
+    few of both: whole),
     BLAS on one thread meanwhile (restored after); transposed operands (views) as they are; the
     bits of np.matmul on one BLAS thread. Linear layers' GEMMs come here through functions.arith.
 
@@ -414,7 +416,7 @@ def test_matmul_splits_one_large_product_with_blas_on_one_thread(pool, monkeypat
     assert got.shape == (m, n) and got.tobytes() == want.tobytes()
     assert parallel.get_blas_threads() == before
     half = lambda v: v // 2 // 16 * 16                           # noqa: E731 (cuts at multiples of 16)
-    if m >= 32:                                                  # rows cut
+    if m >= 32 and (m >= n or n < 32):                           # rows cut
         assert sorted(s[0][0] for s in seen) == sorted([half(m), m - half(m)]) and {s[2] for s in seen} == {1}
     elif n >= 32:                                                # columns cut
         assert sorted(s[1][1] for s in seen) == sorted([half(n), n - half(n)]) and {s[2] for s in seen} == {1}
