@@ -353,6 +353,16 @@ def test_a_single_long_row_runs_serially(pool):
     assert names == [threading.current_thread().name]
 
 
+def _spy_matmul_parts(monkeypatch, record):
+    """The pool on 2 threads (BLAS unchanged), and every part parallel.matmul hands out recorded as
+    record(a, b, out) in the list returned with BLAS's thread count before."""
+    ta.set_num_threads(2, blas=False)
+    seen = []
+    real = parallel._matmul_part
+    monkeypatch.setattr(parallel, "_matmul_part", lambda x, y, o: (seen.append(record(x, y, o)), real(x, y, o)))
+    return parallel.get_blas_threads(), seen
+
+
 def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkeypatch):
     """parallel.matmul on n > 1 threads: the stack of small products is cut over the pool, BLAS on
     one thread meanwhile (and restored after), each product the same BLAS call as np.matmul's with
@@ -364,12 +374,8 @@ def test_matmul_splits_small_product_stacks_with_blas_on_one_thread(pool, monkey
     b = rng.standard_normal((5, 3, 8, 16)).astype(np.float32)
     with parallel.blas_threads(1):
         want = np.matmul(a, b)
-    ta.set_num_threads(2, blas=False)
-    before = parallel.get_blas_threads()
-    seen = []
-    real = parallel._matmul_part
-    monkeypatch.setattr(parallel, "_matmul_part", lambda *p: (seen.append(
-        (threading.current_thread() is not threading.main_thread(), parallel.get_blas_threads())), real(*p)))
+    before, seen = _spy_matmul_parts(monkeypatch, lambda x, y, o: (
+        threading.current_thread() is not threading.main_thread(), parallel.get_blas_threads()))
     out = np.empty_like(want)
     got = parallel.matmul(a, b, out=out)
     assert got is out and got.tobytes() == want.tobytes()
@@ -406,12 +412,7 @@ def test_matmul_splits_one_large_product_with_blas_on_one_thread(pool, monkeypat
     a, b = (a.T if "a" in trans else a), (b.T if "b" in trans else b)
     with parallel.blas_threads(1):
         want = np.matmul(a, b)
-    ta.set_num_threads(2, blas=False)
-    before = parallel.get_blas_threads()
-    seen = []
-    real = parallel._matmul_part
-    monkeypatch.setattr(parallel, "_matmul_part", lambda x, y, o: (seen.append(
-        (x.shape, y.shape, parallel.get_blas_threads())), real(x, y, o)))
+    before, seen = _spy_matmul_parts(monkeypatch, lambda x, y, o: (x.shape, y.shape, parallel.get_blas_threads()))
     got = parallel.matmul(a, b)
     assert got.shape == (m, n) and got.tobytes() == want.tobytes()
     assert parallel.get_blas_threads() == before
