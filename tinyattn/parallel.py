@@ -293,7 +293,8 @@ def tasks(calls, sizes):
     per parameter wakes the pool's worker a dozen times, and on the 2-core development VM a wake-up
     costs 20–170 µs (longer the longer the worker slept), more than half a parameter's update. One
     hand-off for the whole step: measured (AdamW on a Transformer block's 16 parameters, 0.79M
-    elements, 2 threads, median of 7 × 50 steps) 3.3 → 1.6 ms, against 2.0 ms serial.
+    elements, 2 threads, median of 7 × 50 steps, the threshold then 2¹⁶) 3.3 → 1.6 ms, against 2.0
+    ms serial (with the default threshold, 2²⁰, these 0.79M elements now stay serial).
 
     The calls must not call BLAS (as :func:`rows`'s functions) and must touch disjoint data.
     Returns None; the first error of any call is re-raised after all finished."""
@@ -340,8 +341,9 @@ def _fan_out(pool, calls):
 # attention products are 2¹⁹. Larger products in a stack keep BLAS's own threads.
 _SMALL_GEMM = 1 << 21
 # A single product (m, k) @ (k, n) of at least this many multiply-adds is "large": cut into row (or
-# column) blocks over the pool. 2²⁴ is ~0.35 ms on one core of the development VM, ~10× the pool's
-# hand-off; a Transformer block's projections (2048 × 256 × 1024) are 2²⁹.
+# column) blocks over the pool. 2²⁶ is ~1.4 ms on one core of the development VM, ~10× a wake-up of
+# the pool's worker; a Transformer block's projections (2048 × 256 × 1024) are 2²⁹. Smaller ones
+# (Bahdanau's 1600 × 128 × 128, ~2²⁴·⁶) come in quick succession, where BLAS's spinning threads pay.
 _LARGE_GEMM = 1 << 26
 
 
@@ -366,9 +368,9 @@ def matmul(a, b, out=None):
     Why the large products: the GEMM itself runs as fast either way (two BLAS threads or two
     halves here, ~180 GFLOP/s on the VM), but an OpenBLAS thread that finished a GEMM does not
     sleep: it busy-waits ~0.1 s (2²⁸ cycles, OpenBLAS's THREAD_TIMEOUT) for the next one, on a
-    core that the pool's next pass (GELU, LayerNorm, softmax, Adam) needs; a GELU chunk on the
-    pool's worker then took 10× its time. With these GEMMs split here, BLAS's own threads are never
-    woken and the pool's threads sleep when idle. Measured (training step, pool and BLAS on 2
+    core that the pool's next pass (GELU, LayerNorm, softmax, Adam) needs; the first pass of each
+    GELU chunk then took 10× its time (profile). With these GEMMs split here, BLAS's own threads
+    are never woken and the pool's threads sleep when idle. Measured (training step, pool and BLAS on 2
     threads, old and new code in two processes, 8 interleaved rounds, median ratio, 2 runs): pre-norm
     Transformer encoder block (B 16, T 128, d 256, FFN 1024) 0.91–0.95×, multi-head attention
     (B 16, T 128, d 256) 0.80–0.93×; Bahdanau, the decoder loop, LSTM, GRU unchanged (their
