@@ -33,13 +33,13 @@ def pool():
     parallel.set_min_elements(m)
 
 
-def _threads_used(fn, *arrays, tail=1):
+def _threads_used(fn, *arrays, tail=1, work=1):
     names = []
 
     def rec(*chunks):
         names.append(threading.current_thread().name)
         fn(*chunks)
-    parallel.rows(rec, *arrays, tail=tail)
+    parallel.rows(rec, *arrays, tail=tail, work=work)
     return names
 
 
@@ -445,6 +445,22 @@ def test_linear_layers_split_large_gemms_bit_identical(pool, monkeypatch):
         return [y.data, x.grad.data, w.grad.data, b.grad.data]
     with parallel.blas_threads(1):
         _same(*_serial_and_parallel(run))
+
+
+def test_work_weighs_the_threshold(pool):
+    """``work`` (passes a kernel makes) scales the size threshold: a kernel of 8 passes over an
+    array of 1/4 the threshold is split, a single pass over it is not; tasks() alike."""
+    parallel.set_min_elements(4096)
+    a = np.zeros((64, 16), np.float32)                          # 1,024 elements
+    assert not parallel.active(a) and parallel.active(a, work=8)
+    assert len(set(_threads_used(lambda x: None, a))) == 1
+    assert len(set(_threads_used(lambda x: None, a, work=8))) > 1
+    seen = []
+    parallel.tasks([(lambda: seen.append(threading.current_thread().name),) for _ in range(4)], [256] * 4)
+    assert len(set(seen)) == 1
+    seen.clear()
+    parallel.tasks([(lambda: seen.append(threading.current_thread().name),) for _ in range(4)], [256] * 4, work=8)
+    assert len(seen) == 4
 
 
 def test_tasks_run_whole_calls_balanced_over_the_pool(pool, monkeypatch):

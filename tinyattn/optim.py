@@ -34,6 +34,8 @@ class Optimizer:
     constructor's values). Argument names, order and defaults are PyTorch's. Subclasses implement ``_update(p, g, state, group)``
     that changes ``p.data`` in place.
     """
+    _passes = 1              # about how many passes an update makes over a parameter (the pool's
+                             # size threshold weighs them: tinyattn.parallel.rows / tasks ``work``)
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -92,7 +94,7 @@ class Optimizer:
         # the parameters' updates are independent: one hand-off to the pool for all of them, each
         # parameter whole in one thread (tinyattn.parallel.tasks; same bits as one after another)
         if all(type(p.data) is np.ndarray for p in updated):
-            parallel.tasks(calls, [p.data.size for p in updated])
+            parallel.tasks(calls, [p.data.size for p in updated], work=self._passes)
         else:
             for c in calls:
                 c[0](*c[1:])
@@ -229,6 +231,7 @@ class SGD(Optimizer):
 
     Every array has the parameter's shape; the state is ``momentum_buffer`` (when μ > 0).
     """
+    _passes = 3
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         _check("SGD", lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
@@ -255,7 +258,7 @@ class SGD(Optimizer):
                     buf += (1 - damp) * g
                 g = g + mu * buf if nesterov else buf
             pd -= lr * g
-        parallel.rows(kernel, p.data, g, state.get("momentum_buffer"), tail=0)
+        parallel.rows(kernel, p.data, g, state.get("momentum_buffer"), tail=0, work=self._passes)
 
 
 class RMSprop(Optimizer):
@@ -268,6 +271,7 @@ class RMSprop(Optimizer):
 
     State arrays have the parameter's shape.
     """
+    _passes = 8
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         _check("RMSprop", lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
@@ -306,7 +310,7 @@ class RMSprop(Optimizer):
             else:
                 pd -= lr * (g / s)
         parallel.rows(kernel, p.data, g, state["square_avg"], state.get("momentum_buffer"),
-                      state.get("grad_avg"), tail=0)
+                      state.get("grad_avg"), tail=0, work=self._passes)
 
 
 class Adam(Optimizer):
@@ -320,6 +324,7 @@ class Adam(Optimizer):
     State: ``step`` (int), ``exp_avg`` m, ``exp_avg_sq`` v (and ``max_exp_avg_sq``), parameter-shaped.
     """
     decoupled = False
+    _passes = 10
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         name = type(self).__name__
@@ -369,7 +374,7 @@ class Adam(Optimizer):
             step *= step_size * bias2
             pd -= step
         parallel.rows(kernel, p.data, g, state["exp_avg"], state["exp_avg_sq"],
-                      state.get("max_exp_avg_sq"), tail=0)
+                      state.get("max_exp_avg_sq"), tail=0, work=self._passes)
 
 
 class AdamW(Adam):

@@ -17,7 +17,9 @@ Rules that keep it exact and cheap:
   kernel, with odd sizes and sizes just over the threshold). ``tail=0`` marks a purely elementwise
   kernel (any split is allowed; chunk edges stay multiples of 16 elements).
 * **A size threshold.** Arrays with fewer than :func:`get_min_elements` elements (default 2²⁰) run
-  ``fn`` directly on the calling thread: tiny tensors pay one comparison, nothing else. Why so
+  ``fn`` directly on the calling thread: tiny tensors pay one comparison, nothing else. A kernel
+  that makes several passes says so (``work``: the threshold applies to size × passes, so
+  LayerNorm's ~6 passes over a (2048, 256) block go to the pool, a single bias add does not). Why so
   high: handing a chunk to the pool's worker wakes it, and on the 2-core development VM a wake-up
   takes 20–170 µs (the longer the worker slept, the longer), about what one pass over 2¹⁸ float32
   elements costs; meanwhile BLAS's threads may still be busy-waiting on that core after a GEMM.
@@ -146,9 +148,10 @@ def get_min_elements():
     return _state["min"]
 
 
-def active(a):
-    """True when a pass over array ``a`` would be split across threads."""
-    return (_state["n"] > 1 and type(a) is np.ndarray and a.size >= _state["min"]
+def active(a, work=1):
+    """True when a kernel making ``work`` passes over array ``a`` would be split across threads
+    (``a.size · work`` ≥ :func:`get_min_elements`)."""
+    return (_state["n"] > 1 and type(a) is np.ndarray and a.size * work >= _state["min"]
             and not getattr(_local, "busy", False))
 
 
@@ -233,7 +236,7 @@ def _split(arrays, lead_nd, how, tail):
     return out
 
 
-def rows(fn, *arrays, tail=1):
+def rows(fn, *arrays, tail=1, work=1):
     """``fn(*arrays)``, run as chunks of rows on the pool when the first array is large.
 
     fn: works in place on its arguments (blocks of rows of each array), returns nothing that is used.
@@ -242,12 +245,15 @@ def rows(fn, *arrays, tail=1):
       chunk gets it whole). None and scalars pass through.
     tail: how many trailing axes are never cut (1: the reduction axis of softmax / LayerNorm;
       0: a purely elementwise ``fn``). A kernel reducing over another axis must not use this.
+    work: about how many passes ``fn`` makes over the first array (LayerNorm ~6, GELU ~30): the
+      threshold applies to size × work, so that a kernel of many passes over a mid-sized array
+      still gains from the pool while a single pass over it would not pay for the hand-off.
 
     Returns None; results are bit-identical to ``fn(*arrays)`` because no reduction is split.
     """
     first = arrays[0]
     n = _state["n"]
-    if (n <= 1 or type(first) is not np.ndarray or first.size < _state["min"]
+    if (n <= 1 or type(first) is not np.ndarray or first.size * work < _state["min"]
             or getattr(_local, "busy", False)):
         fn(*arrays)
         return None
@@ -266,7 +272,7 @@ def rows(fn, *arrays, tail=1):
         return None
     nrows = parts[0][1].shape[0]
     row_size = max(1, first.size // max(nrows, 1))
-    k = min(n, nrows, max(1, first.size // (_state["min"] // 2)))   # ≥ min/2 elements a chunk
+    k = min(n, nrows, max(1, first.size * work // (_state["min"] // 2)))   # ≥ min/2 of work a chunk
     if k <= 1:
         fn(*arrays)
         return None
@@ -281,26 +287,26 @@ def rows(fn, *arrays, tail=1):
     return None
 
 
-def tasks(calls, sizes):
+def tasks(calls, sizes, work=1):
     """Run independent ``calls`` — (function, *args) each — on the pool, each call whole in one
     thread, the threads' shares balanced by ``sizes`` (the elements each call works on; largest
     first, each to the least loaded thread). Inside a call, :func:`rows` runs serially, so every
     call computes exactly what it computes alone: results are bit-identical to running the calls
     in order on the calling thread, which is what happens with one thread, inside a pool task, or
-    when the sizes add up to fewer than :func:`get_min_elements`.
+    when the sizes times ``work`` (passes each call makes over its elements) add up to fewer than
+    :func:`get_min_elements`.
 
     Why: the optimizers update a dozen parameters of 10⁵–10⁶ elements each; one :func:`rows` split
     per parameter wakes the pool's worker a dozen times, and on the 2-core development VM a wake-up
     costs 20–170 µs (longer the longer the worker slept), more than half a parameter's update. One
     hand-off for the whole step: measured (AdamW on a Transformer block's 16 parameters, 0.79M
-    elements, 2 threads, median of 7 × 50 steps, the threshold then 2¹⁶) 3.3 → 1.6 ms, against 2.0
-    ms serial (with the default threshold, 2²⁰, these 0.79M elements now stay serial).
+    elements, 2 threads, median of 7 × 50 steps) 3.3 → 1.6 ms, against 2.0 ms serial.
 
     The calls must not call BLAS (as :func:`rows`'s functions) and must touch disjoint data.
     Returns None; the first error of any call is re-raised after all finished."""
     calls = list(calls)
     n = min(_state["n"], len(calls))
-    if n <= 1 or getattr(_local, "busy", False) or sum(sizes) < _state["min"]:
+    if n <= 1 or getattr(_local, "busy", False) or sum(sizes) * work < _state["min"]:
         for c in calls:
             c[0](*c[1:])
         return None

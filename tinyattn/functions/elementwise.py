@@ -504,7 +504,7 @@ class GELU(Function):
         if _host_float(x):                   # NumPy: the chunked kernel (row blocks on the pool)
             y = _fresh(x)
             self.deriv = np.empty_like(y) if is_grad_enabled() else None
-            parallel.rows(_gelu, x, y, self.deriv, tail=0)
+            parallel.rows(_gelu, x, y, self.deriv, tail=0, work=30)
             return y
         return x * (_erf_array(x * (1 / math.sqrt(2))) + 1) * 0.5
 
@@ -512,7 +512,7 @@ class GELU(Function):
         x = self.inputs[0]
         if not self._as_tensors and _host_float(gy) and gy.shape == x.shape and _host_float(x):
             gx = _fresh(gy, x)
-            parallel.rows(_gelu_grad, gy, x, gx, self.deriv, tail=0)
+            parallel.rows(_gelu_grad, gy, x, gx, self.deriv, tail=0, work=1 if self.deriv is not None else 30)
             return gx
         cdf = (apply(Erf(), x * (1 / math.sqrt(2))) + 1) * 0.5
         pdf = apply(Exp(), x * x * -0.5) * (1 / math.sqrt(2 * math.pi))

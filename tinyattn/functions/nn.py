@@ -17,8 +17,8 @@ def softmax_(s, drop=None, axis=-1):
     Large NumPy arrays softmaxed along their last axis run as row chunks on the thread pool
     (``tinyattn.parallel``): every row is still reduced whole, so the result is bit-identical.
     """
-    if (axis == -1 or axis == s.ndim - 1) and parallel.active(s):
-        parallel.rows(_softmax_rows, s, drop)
+    if (axis == -1 or axis == s.ndim - 1) and parallel.active(s, work=4):
+        parallel.rows(_softmax_rows, s, drop, work=4)
         return s
     return _softmax_rows(s, drop, axis)
 
@@ -53,8 +53,8 @@ def _softmax_rows(s, drop, axis=-1):
 def softmax_grad_(g, y, axis=-1):
     """g ← y ⊙ (g − Σ_axis g ⊙ y), IN PLACE on the array ``g`` (the softmax backward; ``y`` the
     softmax output, same shape). Returns ``g``. Large arrays: row chunks on the pool, bit-identical."""
-    if (axis == -1 or axis == g.ndim - 1) and g.shape == y.shape and parallel.active(g):
-        parallel.rows(_softmax_grad_rows, g, y)
+    if (axis == -1 or axis == g.ndim - 1) and g.shape == y.shape and parallel.active(g, work=3):
+        parallel.rows(_softmax_grad_rows, g, y, work=3)
         return g
     return _softmax_grad_rows(g, y, axis)
 

@@ -184,7 +184,7 @@ class ScaledDotProductAttention(Function):
         dt = np.result_type(qs.dtype, kt.dtype)
         s = _mm(qs, kt, out=_score_buffer(xp, shape, dt)) if xp is np else xp.matmul(qs, kt)
         if self.bias is None and _score_bound(qs, k, 1.0) <= _UNSHIFTED_BOUND:
-            parallel.rows(_exp_normalize_rows, s, drop)        # no row max needed (see above)
+            parallel.rows(_exp_normalize_rows, s, drop, work=3)   # no row max needed (see above)
             p = s
         else:
             if self.bias is not None:
@@ -314,10 +314,10 @@ class ScaledDotProductAttention(Function):
                 if gs.shape != p.shape:                # v had batch axes that P lacks: sum them
                     gs = _sum_to_array(gs, p.shape)
                 # gS = P ⊙ (gP − Σ gP ⊙ P), gP = gs ⊙ M + gP_ext: in place, row blocks on the pool
-                parallel.rows(_softmax_backward_, gs, p, m, gp_ext)
+                parallel.rows(_softmax_backward_, gs, p, m, gp_ext, work=4)
             else:
                 gs = gp_ext.copy()
-                parallel.rows(_softmax_backward_, gs, p, None, None)
+                parallel.rows(_softmax_backward_, gs, p, None, None, work=4)
             sc = float(self.scale)
             if need_q:
                 gq = _scale_(_mm(gs, k), sc)

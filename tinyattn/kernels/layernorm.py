@@ -65,7 +65,7 @@ class LayerNormFn(Function):
                 xc *= r                                  # xhat = xc · r
                 np.multiply(xhat, gamma, out=y)
                 y += beta
-            parallel.rows(kernel, x, gamma, beta, y, xhat, r)
+            parallel.rows(kernel, x, gamma, beta, y, xhat, r, work=6)
             self.xhat, self.r = xhat, r
             return y
         self.xhat, self.r = self._normalize(x)
@@ -101,7 +101,7 @@ class LayerNormFn(Function):
                     np.multiply(r, t, out=gx)
                 if gg is not None:
                     np.multiply(gy, xhat, out=gg)
-            parallel.rows(kernel, gy, gamma, xhat, r, gx, gg)
+            parallel.rows(kernel, gy, gamma, xhat, r, gx, gg, work=8)
             return gx, gg, gy if self._inputs[2].requires_grad else None
         gx = None
         if self._inputs[0].requires_grad:
