@@ -497,6 +497,32 @@ def test_tasks_run_whole_calls_balanced_over_the_pool(pool, monkeypatch):
     assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4] and {n for _, n, _ in seen} == {threading.current_thread().name}
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_attention_heads_on_the_pool_bit_identical(pool, monkeypatch, causal):
+    """flash_attention with several (batch, head) entries runs its tile loops as ranges of entries
+    on the pool (parallel.ranges, BLAS on one thread): outputs and gradients have the serial run's
+    bits; with a bias (which may broadcast over the entries) the loop stays whole."""
+    from tinyattn.attention import flash_attention
+    rng = np.random.default_rng(15)
+    q0, k0, v0, g0 = (rng.standard_normal((2, 3, 40, 8)).astype(np.float32) for _ in range(4))
+    pieces = []
+    real = parallel.ranges
+    monkeypatch.setattr(parallel, "ranges", lambda fn, n: (pieces.append(n), real(fn, n)))
+
+    def run():
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+        y = flash_attention(q, k, v, causal=causal, block_size=16)
+        y.backward(ta.tensor(g0))
+        return [y.data, q.grad.data, k.grad.data, v.grad.data]
+    with parallel.blas_threads(1):
+        _same(*_serial_and_parallel(run))
+    assert pieces == [6, 6]                                      # forward and backward, 2 × 3 entries
+    pieces.clear()
+    q, k, v = (ta.tensor(a) for a in (q0, k0, v0))
+    flash_attention(q, k, v, bias=ta.tensor(np.zeros((40, 40), np.float32)), block_size=16)
+    assert pieces == []
+
+
 def test_linear_bias_add_bit_identical(pool):
     """F.linear adds the bias into the fresh product as row blocks on the pool: same bits."""
     rng = np.random.default_rng(10)
