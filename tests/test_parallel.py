@@ -402,7 +402,7 @@ def test_matmul_splits_one_large_product_with_blas_on_one_thread(pool, monkeypat
 
     Sizes: every part here is past OpenBLAS's small-matrix path (≲ 1M multiply-adds, other kernels
     and another summation order: a 24 × 160 × 72 product cut in two differs in the last bit); the
-    real threshold, 2²⁶, keeps parts above it on up to 64 threads."""
+    real threshold, 2²⁷, keeps parts at 2²¹ or more on up to 64 threads."""
     if not parallel.blas_info()["controllable"]:
         pytest.skip("NumPy's BLAS thread count is not controllable here")
     monkeypatch.setattr(parallel, "_LARGE_GEMM", 1)

@@ -347,10 +347,13 @@ def _fan_out(pool, calls):
 # attention products are 2¹⁹. Larger products in a stack keep BLAS's own threads.
 _SMALL_GEMM = 1 << 21
 # A single product (m, k) @ (k, n) of at least this many multiply-adds is "large": cut into row (or
-# column) blocks over the pool. 2²⁶ is ~1.4 ms on one core of the development VM, ~10× a wake-up of
-# the pool's worker; a Transformer block's projections (2048 × 256 × 1024) are 2²⁹. Smaller ones
-# (Bahdanau's 1600 × 128 × 128, ~2²⁴·⁶) come in quick succession, where BLAS's spinning threads pay.
-_LARGE_GEMM = 1 << 26
+# column) blocks over the pool. 2²⁷ is ~2.8 ms on one core of the development VM, ~20× a wake-up of
+# the pool's worker; a Transformer block's projections at d 256 (2048 × 256 × 256 … 1024) are
+# 2²⁷–2²⁹. Smaller ones come in quick succession (Bahdanau's 1600 × 128 × 128, ~2²⁴·⁶), or beside
+# products that stay on BLAS's threads anyway: tiny_gpt (d 128: 2048 × 128 × 384, 2²⁶·⁶, next to
+# an LM head of 2²⁴·⁷) trained 17 % slower with them split at 2²⁶ (a step that mixes split and
+# BLAS-threaded products gets BLAS's spinning worker and the pool's worker on one core).
+_LARGE_GEMM = 1 << 27
 
 
 def matmul(a, b, out=None):
@@ -359,7 +362,7 @@ def matmul(a, b, out=None):
 
     * a STACK of small products (…, m, k) @ (…, k, n), the per-head products of attention: the
       stack is cut (each product below 2²¹ multiply-adds, the first stack axis ≥ n entries);
-    * ONE large product, a (m, k) @ b (k, p) of at least 2²⁶ multiply-adds (the projections of a
+    * ONE large product, a (m, k) @ b (k, p) of at least 2²⁷ multiply-adds (the projections of a
       Linear layer, their gradients): the rows of a and of the result are cut when m ≥ p, else the
       columns of b and of the result (each thread reads all of the other operand: cutting the
       bigger one halves the traffic; the weight gradient xᵀ·gy, (256, 4096) @ (4096, 1024), took
@@ -380,7 +383,7 @@ def matmul(a, b, out=None):
     threads, old and new code in two processes, 8 interleaved rounds, median ratio, 2 runs): pre-norm
     Transformer encoder block (B 16, T 128, d 256, FFN 1024) 0.91–0.95×, multi-head attention
     (B 16, T 128, d 256) 0.80–0.93×; Bahdanau, the decoder loop, LSTM, GRU unchanged (their
-    products stay below 2²⁶: small GEMMs in quick succession are where BLAS's spinning threads pay).
+    products stay below 2²⁷: small GEMMs in quick succession are where BLAS's spinning threads pay).
     Parts are multiples of 16 rows (columns) and stay past OpenBLAS's small-matrix path, whose
     kernels sum in another order.
 

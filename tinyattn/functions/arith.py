@@ -211,7 +211,7 @@ def _matmul(a, b):
     """Array a @ b, steering NumPy to its fast paths: a stack (..., m, k) times one matrix (k, n) as
     one (… · m, k) @ (k, n) GEMM (NumPy would loop over the stack), and an inner size k = 1 as a
     broadcast product a * b (an outer product, which BLAS does poorly in small batches). A large
-    single product (≥ 2²⁶ multiply-adds: a Transformer's projections) runs on the pool
+    single product (≥ 2²⁷ multiply-adds: a Transformer's projections) runs on the pool
     (:func:`tinyattn.parallel.matmul`: BLAS held at one thread, so that its threads, which busy-wait
     after a GEMM, never take the cores the pool's next pass needs)."""
     xp = backend.get_array_module(a, b)
