@@ -93,11 +93,8 @@ class Optimizer:
                 updated.append(p)
         # the parameters' updates are independent: one hand-off to the pool for all of them, each
         # parameter whole in one thread (tinyattn.parallel.tasks; same bits as one after another)
-        if all(type(p.data) is np.ndarray for p in updated):
-            parallel.tasks(calls, [p.data.size for p in updated], work=self._passes)
-        else:
-            for c in calls:
-                c[0](*c[1:])
+        host = all(type(p.data) is np.ndarray for p in updated)      # device arrays: in order, here
+        parallel.tasks(calls, [p.data.size if host else 0 for p in updated], work=self._passes)
         for p in updated:
             p.bump_version()                  # an in-place change: graphs that used p refuse backward
 

@@ -307,8 +307,7 @@ def tasks(calls, sizes, work=1):
     calls = list(calls)
     n = min(_state["n"], len(calls))
     if n <= 1 or getattr(_local, "busy", False) or sum(sizes) * work < _state["min"]:
-        for c in calls:
-            c[0](*c[1:])
+        _run_calls(calls)
         return None
     shares, loads = [[] for _ in range(n)], [0] * n
     for i in sorted(range(len(calls)), key=lambda i: -sizes[i]):
@@ -321,6 +320,7 @@ def tasks(calls, sizes, work=1):
 
 
 def _run_calls(share):
+    """Each call (function, *args) of ``share``, in order, on this thread."""
     for c in share:
         c[0](*c[1:])
 
