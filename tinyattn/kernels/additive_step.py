@@ -87,7 +87,7 @@ class AdditiveAttentionStep(Function):
             if ga is not None:
                 g_alpha += ga
             if need_x:
-                gx = a[:, :, None] * gc[:, None, :]                           # (B, S, D)
+                gx = xp.einsum("bs,bd->bsd", a, gc)                          # (B, S, D) outer products
         else:
             g_alpha = ga
         ge = a * (g_alpha - (a * g_alpha).sum(axis=1, keepdims=True))      # softmax backward
@@ -96,7 +96,7 @@ class AdditiveAttentionStep(Function):
         if need_q or need_k:
             G = xp.empty_like(H)
             parallel.rows(_score_grad, G, H, v, ge[:, :, None], tail=0)   # (1 − H²) ⊙ v ⊙ ge
-            gq = G.sum(axis=1) if need_q else None
+            gq = xp.einsum("bsa->ba", G) if need_q else None              # Σ_j G_j
             gk = G if need_k else None
         return gq, gk, gx, gv
 

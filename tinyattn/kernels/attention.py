@@ -346,23 +346,12 @@ class ScaledDotProductAttention(Function):
         return gq, gk, gv
 
 
-def _tanh_inplace(xp, h):
-    """h ← tanh(h) = 2 / (1 + e^(−2h)) − 1, in place. NumPy's float32 exp is vectorised and its tanh
-    is not: this is ~1.5× faster for the (…, Tq, Tk, h) tensor of additive attention, with an
-    absolute error of a few float32 ulps of 1 (exp overflowing to inf gives the exact −1)."""
-    with np.errstate(over="ignore"):
-        xp.multiply(h, -2, out=h)
-        xp.exp(h, out=h)
-        h += 1
-        xp.divide(2, h, out=h)
-        h -= 1
-    return h
-
-
 def _add_tanh(h, a, b):
-    """h ← tanh(a + b) (one block of rows)."""
+    """h ← tanh(a + b) (one block of rows). NumPy's float32 tanh is vectorised (AVX2 / AVX-512 loops
+    since NumPy 1.25): measured 79 µs for (32, 1, 50, 128), against 166–214 µs for the exp form
+    2 / (1 + e^(−2h)) − 1 that this kernel used to take."""
     np.add(a, b, out=h)
-    _tanh_inplace(np, h)
+    np.tanh(h, out=h)
 
 
 def _square(h):
@@ -393,7 +382,7 @@ class AdditiveScore(Function):
             parallel.rows(_add_tanh, h, a, b, tail=0)
         else:
             h = a + b
-            _tanh_inplace(xp, h)
+            xp.tanh(h, out=h)
         self.H = h
         return xp.matmul(h, v)
 
@@ -410,17 +399,31 @@ class AdditiveScore(Function):
             return (g.sum(axis=-2) if need_q else None, g.sum(axis=-3) if need_k else None, gv)
         qp, kp, v = self.inputs
         h = self.H
+        xp = backend.get_array_module(h)
         n = h.shape[-1]
         gq = gk = gv = None
         if need_v:
             gv = h.reshape(-1, n).T @ gs.reshape(-1)
         if need_q or need_k:                            # G = (gs ⊗ v) ⊙ (1 − H²), summed without
             h2 = _square(h)                             # building G: Σ_j gs_ij (1 − H²_ij)
-            if need_q:                                  #   = Σ_j gs_ij − (gs_i· @ H²_i··)
-                gq = (gs.sum(axis=-1)[..., None] - (gs[..., None, :] @ h2)[..., 0, :]) * v
-            if need_k:
-                gk = (gs.sum(axis=-2)[..., None] - (gs[..., None] * h2).sum(axis=-3)) * v
+            if need_q:                                  #   = Σ_j gs_ij − Σ_j gs_ij H²_ij
+                gq = _one_minus_contract(xp, "...ij,...ijh->...ih", gs, h2, gs.sum(axis=-1), v)
+            if need_k:                                  # Σ_i likewise
+                gk = _one_minus_contract(xp, "...ij,...ijh->...jh", gs, h2, gs.sum(axis=-2), v)
         return gq, gk, gv
+
+
+def _one_minus_contract(xp, spec, gs, h2, gs_sum, v):
+    """(Σ gs − Σ gs ⊙ H²) ⊙ v over one index of the pairs, for :class:`AdditiveScore`'s backward.
+
+    The contraction is one einsum (no (…, Tq, Tk, h) product array; its result is then updated in
+    place). Measured (float32, B 32, Tk 50, h 128, one thread): the keys' gradient at Tq = 1 (a
+    decoder step) 254 → 140 µs, and at Tq = 50 14.3 → 6.9 ms (the product array was 41 MB); the
+    query's at Tq = 50 5.3 → 2.1 ms (it was B·Tq matrix–vector products)."""
+    g = xp.einsum(spec, gs, h2)
+    xp.subtract(gs_sum[..., None], g, out=g)
+    g *= v
+    return g
 
 
 class SplitHeads(Function):
