@@ -21,7 +21,6 @@ from .. import backend
 from ..autograd import Tensor
 from ..functions import concat, linear
 from ..attention import scaled_dot_product_attention, as_mask, combine_masks
-from ..kernels import SplitHeads
 
 __all__ = ["LayerKVCache", "KVCache", "project_heads", "mha_attend", "offset_causal_mask"]
 
@@ -75,23 +74,11 @@ class KVCache:
 def project_heads(mha, x, names):
     """x (B, T, d) → [(B, H, T, n)] for each of ``names`` ⊂ {"query", "key", "value"}, as ONE GEMM
     (B·T, d) @ [W_1 | W_2 | …] with the kernels side by side, then split and reshaped per head
-    (:class:`~tinyattn.kernels.SplitHeads`: views forward, one gradient buffer backward)."""
-    B, T, d = x.shape
-    H = mha.num_heads
-    ks = [getattr(mha, f"{n}_kernel") for n in names]
-    for n, w in zip(names, ks):
-        if w.shape[0] != d:
-            raise ValueError(f"attention: {n} input has feature size {d} but {n}/kernel is {w.shape}; "
-                             f"the layer was built for inputs of size {w.shape[0]}")
-    ns = [w.shape[2] for w in ks]
-    W = ks[0].reshape(d, H * ns[0]) if len(ks) == 1 else concat([w.reshape(d, H * n) for w, n in zip(ks, ns)], 1)
-    b = None
-    if mha.use_bias:
-        bs = [getattr(mha, f"{n}_bias").reshape(H * m) for n, m in zip(names, ns)]
-        b = bs[0] if len(bs) == 1 else concat(bs, axis=0)
-    y = linear(x.reshape(B * T, d), W, b)                      # x W + b: one node
-    out = SplitHeads(B, T, H, ns)(y)       # = split, reshape (B, T, H, n), transpose: one node
-    return list(out) if isinstance(out, tuple) else [out]
+    (:class:`~tinyattn.kernels.SplitHeads`: views forward, one gradient buffer backward): ``mha``'s
+    own projection (``MultiHeadAttention._project`` with ``heads=True``)."""
+    if x.ndim != 3:
+        raise ValueError(f"attention: expected x of shape (B, T, d), got {tuple(x.shape)}")
+    return mha._project(x, names, heads=True)
 
 
 def offset_causal_mask(tq, tk, offset, xp):
