@@ -54,9 +54,9 @@ memory instead of O(T²). With ``causal`` the tiles wholly
 above the diagonal are skipped (about half the work). On several threads (NumPy, no mask or bias)
 the (batch, head) entries run as ranges on the pool, each thread the whole tile loop of its
 entries with BLAS on one thread (``tinyattn.parallel.ranges``; the same bits): measured B 1, H 8,
-T 4096, d 64, float32, 2 threads, forward + backward 1.44–1.49 → 1.06–1.14 s.
-Under ``create_graph`` (double backward) the backward falls back to the textbook composition (plain differentiable ops, O(T²) memory), which is
-exact to differentiate again, as the fused SDPA does.
+T 4096, d 64, float32, 2 threads, forward + backward 1.44–1.49 → 1.06–1.14 s. Under
+``create_graph`` (double backward) the backward falls back to the textbook composition (plain
+differentiable ops, O(T²) memory), which is exact to differentiate again, as the fused SDPA does.
 """
 import math
 
